@@ -1,0 +1,115 @@
+"""Prometheus metrics of the service, one definition each.
+
+With more than one gunicorn worker, prometheus-client runs in multiprocess
+mode (``PROMETHEUS_MULTIPROC_DIR`` set before import): each worker writes its
+own mmap'd files and ``/metrics`` merges them at scrape time. The gunicorn
+config wipes that directory at start and marks dead workers.
+"""
+
+from __future__ import annotations
+
+import os
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+from prometheus_client import multiprocess as _mp
+
+MULTIPROCESS = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
+
+# Latency buckets tuned for a service whose whole request takes ~0.2–20 ms.
+LATENCY_BUCKETS = (
+    0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.025, 0.05,
+    0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+)
+ROWS_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 5000, 10000)
+# Regression outputs: a symmetric 1-2-5 ladder wide enough for most targets.
+_POS = (0.1, 0.2, 0.5, 1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000)
+VALUE_BUCKETS = tuple(-v for v in reversed(_POS)) + (0.0,) + _POS
+
+HTTP_REQUESTS = Counter(
+    "predictor_http_requests_total",
+    "HTTP requests answered, by route template, method and status code.",
+    ["route", "method", "status"],
+)
+HTTP_DURATION = Histogram(
+    "predictor_http_request_duration_seconds",
+    "Time from request start to response, by route template, method and status code.",
+    ["route", "method", "status"],
+    buckets=LATENCY_BUCKETS,
+)
+INFLIGHT = Gauge(
+    "predictor_http_requests_in_flight",
+    "Requests being handled right now, summed over workers.",
+    multiprocess_mode="livesum",
+)
+INFERENCE_DURATION = Histogram(
+    "predictor_inference_duration_seconds",
+    "Time spent in the model runtime for the rows that missed the cache.",
+    ["model", "version", "runtime"],
+    buckets=LATENCY_BUCKETS,
+)
+REQUEST_ROWS = Histogram(
+    "predictor_request_rows",
+    "Rows carried by each prediction request.",
+    ["model"],
+    buckets=ROWS_BUCKETS,
+)
+CACHE_HITS = Counter(
+    "predictor_cache_hits_total", "Rows answered from the prediction cache.", ["model"]
+)
+CACHE_MISSES = Counter(
+    "predictor_cache_misses_total", "Rows not found in the prediction cache.", ["model"]
+)
+CACHE_ERRORS = Counter(
+    "predictor_cache_errors_total",
+    "Cache calls that failed or were skipped while the backend was unreachable.",
+    ["backend"],
+)
+MODEL_INFO = Gauge(
+    "predictor_model_info",
+    "1 for the model version each worker serves now (pid label = worker).",
+    ["model", "version", "sha256", "runtime"],
+    multiprocess_mode="liveall",
+)
+MODEL_LOADS = Counter(
+    "predictor_model_loads_total", "Model versions loaded and swapped in.", ["model", "version"]
+)
+MODEL_LOAD_FAILURES = Counter(
+    "predictor_model_load_failures_total",
+    "Model versions refused at load (the previous version kept serving), by reason.",
+    ["model", "version", "reason"],
+)
+PREDICTIONS = Counter(
+    "predictor_predictions_total",
+    "Classifier predictions, by output label.",
+    ["model", "version", "label"],
+)
+PREDICTION_VALUES = Histogram(
+    "predictor_prediction_value",
+    "Regressor prediction values.",
+    ["model", "version"],
+    buckets=VALUE_BUCKETS,
+)
+
+
+def render() -> tuple[bytes, str]:
+    """The exposition text of every worker (multiprocess) or of this process."""
+    if MULTIPROCESS:
+        registry = CollectorRegistry()
+        _mp.MultiProcessCollector(registry)
+        return generate_latest(registry), CONTENT_TYPE_LATEST
+    from prometheus_client import REGISTRY
+
+    return generate_latest(REGISTRY), CONTENT_TYPE_LATEST
+
+
+def mark_worker_dead(pid: int) -> None:
+    """Called from gunicorn's child_exit so a dead worker's live gauges vanish."""
+    if MULTIPROCESS:
+        _mp.mark_process_dead(pid)
