@@ -24,8 +24,22 @@ MULTIPROCESS = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
 
 # Latency buckets tuned for a service whose whole request takes ~0.2–20 ms.
 LATENCY_BUCKETS = (
-    0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.025, 0.05,
-    0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+    0.0005,
+    0.001,
+    0.002,
+    0.003,
+    0.005,
+    0.0075,
+    0.01,
+    0.015,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
 )
 ROWS_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 5000, 10000)
 # Regression outputs: a symmetric 1-2-5 ladder wide enough for most targets.
@@ -73,7 +87,7 @@ CACHE_ERRORS = Counter(
 )
 MODEL_INFO = Gauge(
     "predictor_model_info",
-    "1 for the model version each worker serves now (pid label = worker).",
+    "1 for the version each worker (pid label) serves now, 0 for versions it served before.",
     ["model", "version", "sha256", "runtime"],
     multiprocess_mode="liveall",
 )

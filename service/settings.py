@@ -73,7 +73,9 @@ class Settings(BaseSettings):
         20, ge=1, description="Seconds in-flight requests get to finish on shutdown."
     )
     DRAIN_SECONDS: float = Field(
-        0.0, ge=0, description="After SIGTERM, readiness fails this long before the listener closes."
+        0.0,
+        ge=0,
+        description="After SIGTERM, readiness fails this long before the listener closes.",
     )
     MAX_REQUESTS: int = Field(
         0, ge=0, description="Recycle a worker after this many requests (0 = never)."

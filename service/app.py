@@ -1,0 +1,58 @@
+"""The app factory: settings in, a Flask app with every protocol mounted out."""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Flask
+
+from . import http
+from .cache import cache_from_settings
+from .core import PredictionCore
+from .registry import ModelRegistry
+from .settings import Settings
+from .state import EXTENSION, ServiceState
+from .store import ModelStore
+
+
+def create_app(settings: Settings | None = None, *, load_models: bool = True) -> Flask:
+    """Build the service. Tests pass their own Settings; nothing global leaks between apps."""
+    settings = settings or Settings()
+    logging.basicConfig(
+        level=settings.LOG_LEVEL.upper(),
+        format="%(asctime)s %(levelname)s %(name)s [%(process)d] %(message)s",
+    )
+    app = Flask(__name__, static_folder=None)
+    app.config["MAX_CONTENT_LENGTH"] = settings.MAX_BODY_BYTES
+    store = ModelStore(settings.MODEL_STORE)
+    registry = ModelRegistry(store, settings)
+    if load_models:
+        registry.load_all()
+    app.extensions[EXTENSION] = ServiceState(
+        settings=settings,
+        store=store,
+        registry=registry,
+        core=PredictionCore(cache_from_settings(settings)),
+    )
+    http.install(app, settings.MAX_BODY_BYTES)
+
+    from .protocols import health, seed, v1
+
+    for module in (health, seed, v1):
+        app.register_blueprint(module.bp)
+    _register_optional(app)
+    return app
+
+
+def _register_optional(app: Flask) -> None:
+    """Protocols that live in their own modules (V2, repository, OpenAPI, web page)."""
+    import importlib
+
+    for module_name in ("v2", "repository", "openapi", "web"):
+        try:
+            module = importlib.import_module(f".protocols.{module_name}", __package__)
+        except ModuleNotFoundError as exc:
+            if exc.name and exc.name.endswith(f"protocols.{module_name}"):
+                continue
+            raise
+        app.register_blueprint(module.bp)

@@ -1,0 +1,145 @@
+"""The prediction cache: Redis when configured, an in-process LRU otherwise.
+
+Values are opaque bytes keyed by ``model:version:digest-of-row``. Redis is an
+accelerator, never a dependency: every Redis call has a short timeout, and after
+a failure the cache stops calling Redis for ``REDIS_RETRY_SECONDS`` (a circuit
+breaker), so an outage costs a request at most one timeout and then nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import OrderedDict
+from typing import Protocol
+
+from . import metrics
+from .settings import Settings
+
+log = logging.getLogger("predictor.cache")
+
+
+class PredictionCache(Protocol):
+    backend: str
+
+    def get_many(self, keys: list[str]) -> list[bytes | None]:
+        """One value per key, None where absent (or the backend is unreachable)."""
+        ...
+
+    def set_many(self, items: dict[str, bytes]) -> None:
+        """Store values with the configured TTL; failures are swallowed and counted."""
+        ...
+
+
+class LocalCache:
+    """A thread-safe LRU with per-entry expiry, private to one worker process."""
+
+    backend = "local"
+
+    def __init__(self, max_entries: int, ttl_seconds: float) -> None:
+        self._data: OrderedDict[str, tuple[float, bytes]] = OrderedDict()
+        self._max = max_entries
+        self._ttl = ttl_seconds
+        self._lock = threading.Lock()
+
+    def get_many(self, keys: list[str]) -> list[bytes | None]:
+        now = time.monotonic()
+        out: list[bytes | None] = []
+        with self._lock:
+            for key in keys:
+                entry = self._data.get(key)
+                if entry is None or entry[0] < now:
+                    out.append(None)
+                    continue
+                self._data.move_to_end(key)
+                out.append(entry[1])
+        return out
+
+    def set_many(self, items: dict[str, bytes]) -> None:
+        expires = time.monotonic() + self._ttl
+        with self._lock:
+            for key, value in items.items():
+                self._data[key] = (expires, value)
+                self._data.move_to_end(key)
+            while len(self._data) > self._max:
+                self._data.popitem(last=False)
+
+
+class RedisCache:
+    """Redis MGET / pipelined SET EX, behind a circuit breaker."""
+
+    backend = "redis"
+
+    def __init__(self, url: str, ttl_seconds: int, timeout_ms: int, retry_seconds: float) -> None:
+        import redis
+
+        timeout = timeout_ms / 1000
+        self._client = redis.Redis.from_url(
+            url,
+            socket_connect_timeout=timeout,
+            socket_timeout=timeout,
+            retry_on_timeout=False,
+            retry=None,
+            health_check_interval=0,
+        )
+        self._ttl = ttl_seconds
+        self._retry_seconds = retry_seconds
+        self._open_until = 0.0  # while now < this, Redis is not called
+        self._errors = metrics.CACHE_ERRORS.labels("redis")
+        self._lock = threading.Lock()
+
+    @property
+    def available(self) -> bool:
+        return time.monotonic() >= self._open_until
+
+    def get_many(self, keys: list[str]) -> list[bytes | None]:
+        if not self.available:
+            self._errors.inc()
+            return [None] * len(keys)
+        try:
+            return self._client.mget(keys)
+        except Exception as exc:
+            self._trip(exc)
+            return [None] * len(keys)
+
+    def set_many(self, items: dict[str, bytes]) -> None:
+        if not items:
+            return
+        if not self.available:
+            self._errors.inc()
+            return
+        try:
+            pipe = self._client.pipeline(transaction=False)
+            for key, value in items.items():
+                pipe.set(key, value, ex=self._ttl)
+            pipe.execute()
+        except Exception as exc:
+            self._trip(exc)
+
+    def _trip(self, exc: Exception) -> None:
+        self._errors.inc()
+        with self._lock:
+            was_closed = self.available
+            self._open_until = time.monotonic() + self._retry_seconds
+        if was_closed:
+            log.warning(
+                "redis cache unreachable (%s: %s); answering from the model, retry in %.1fs",
+                type(exc).__name__,
+                exc,
+                self._retry_seconds,
+            )
+
+
+def cache_from_settings(settings: Settings) -> PredictionCache | None:
+    """The cache the settings ask for, or None when caching is off."""
+    if not settings.CACHE_ENABLED:
+        return None
+    if settings.REDIS_URL:
+        return RedisCache(
+            settings.REDIS_URL,
+            settings.CACHE_TTL_SECONDS,
+            settings.REDIS_TIMEOUT_MS,
+            settings.REDIS_RETRY_SECONDS,
+        )
+    return LocalCache(settings.CACHE_MAX_ENTRIES, settings.CACHE_TTL_SECONDS)

@@ -1,0 +1,145 @@
+"""The prediction core every protocol calls: cache lookup, runtime, cache store, metrics.
+
+Transports decode their own request shape into (model, validated rows, whether
+probabilities are wanted), call ``PredictionCore.predict`` and encode the
+``Prediction`` back; none of them knows which runtime or cache answered.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import orjson
+
+from .cache import PredictionCache
+from .registry import LoadedModel
+
+
+@dataclass(slots=True)
+class Prediction:
+    """The answer for a batch, in row order."""
+
+    model: LoadedModel
+    raw: list[Any]  # raw estimator outputs (class values or floats)
+    proba: list[list[float]] | None  # class probabilities, in manifest class order
+    cache_hits: int
+    rows: int
+
+    @property
+    def values(self) -> list[Any]:
+        """Label names for classifiers, numbers for regressors."""
+        label_of = self.model.label_of
+        if label_of:
+            return [label_of.get(v, str(v)) for v in self.raw]
+        return self.raw
+
+    def proba_by_label(self) -> list[dict[str, float]] | None:
+        if self.proba is None:
+            return None
+        labels = self.model.labels
+        return [dict(zip(labels, row, strict=True)) for row in self.proba]
+
+    @property
+    def cache_status(self) -> str:
+        if self.cache_hits == self.rows:
+            return "hit"
+        return "partial" if self.cache_hits else "miss"
+
+
+class PredictionCore:
+    """Answers validated rows for a loaded model, through the cache."""
+
+    def __init__(self, cache: PredictionCache | None) -> None:
+        self.cache = cache
+
+    def predict(self, model: LoadedModel, rows: np.ndarray, with_proba: bool = False) -> Prediction:
+        n = len(rows)
+        model.m_rows.observe(n)
+        with_proba = with_proba and model.is_classifier
+        cache = self.cache
+        if cache is None:
+            raw, proba = self._run(model, rows, with_proba)
+            self._count(model, raw)
+            return Prediction(model, raw, proba, 0, n)
+
+        keys = _row_keys(model.cache_prefix + ("P:" if with_proba else "V:"), rows)
+        found = cache.get_many(keys)
+        missing = [i for i, value in enumerate(found) if value is None]
+        hits = n - len(missing)
+        if hits:
+            model.m_hits.inc(hits)
+        if not missing:
+            decoded = [orjson.loads(v) for v in found]  # type: ignore[arg-type]
+            raw = [d[0] for d in decoded]
+            proba = [d[1] for d in decoded] if with_proba else None
+            self._count(model, raw)
+            return Prediction(model, raw, proba, hits, n)
+
+        model.m_misses.inc(len(missing))
+        todo = rows if hits == 0 else rows[missing]
+        new_raw, new_proba = self._run(model, todo, with_proba)
+        fresh = {
+            keys[i]: orjson.dumps([new_raw[j], new_proba[j] if new_proba else None])
+            for j, i in enumerate(missing)
+        }
+        cache.set_many(fresh)
+        if hits == 0:
+            raw, proba = new_raw, new_proba
+        else:
+            raw = [None] * n
+            proba = [None] * n if with_proba else None  # type: ignore[assignment]
+            for j, i in enumerate(missing):
+                raw[i] = new_raw[j]
+                if proba is not None:
+                    proba[i] = new_proba[j]  # type: ignore[index]
+            for i, value in enumerate(found):
+                if value is not None:
+                    d = orjson.loads(value)
+                    raw[i] = d[0]
+                    if proba is not None:
+                        proba[i] = d[1]
+        self._count(model, raw)
+        return Prediction(model, raw, proba, hits, n)
+
+    @staticmethod
+    def _run(
+        model: LoadedModel, rows: np.ndarray, with_proba: bool
+    ) -> tuple[list[Any], list[list[float]] | None]:
+        start = time.perf_counter()
+        predictions, proba = model.runtime.run(rows, with_proba)
+        model.m_inference.observe(time.perf_counter() - start)
+        return predictions.tolist(), (proba.tolist() if proba is not None else None)
+
+    @staticmethod
+    def _count(model: LoadedModel, raw: list[Any]) -> None:
+        if model.m_values is not None:
+            for value in raw:
+                model.m_values.observe(value)
+            return
+        label_of = model.label_of
+        if len(raw) == 1:
+            child = model.m_label.get(label_of.get(raw[0], ""))
+            if child is not None:
+                child.inc()
+            return
+        values, counts = np.unique(np.asarray(raw, dtype=object).astype(str), return_counts=True)
+        by_label = {str(k): v for k, v in label_of.items()}
+        for value, count in zip(values, counts, strict=True):
+            child = model.m_label.get(by_label.get(value, ""))
+            if child is not None:
+                child.inc(int(count))
+
+
+def _row_keys(prefix: str, rows: np.ndarray) -> list[str]:
+    """One key per row: the digest of the row's canonical bytes (float64 or JSON)."""
+    if rows.dtype == object:
+        return [
+            prefix + hashlib.blake2b(orjson.dumps(row.tolist()), digest_size=16).hexdigest()
+            for row in rows
+        ]
+    rows = np.ascontiguousarray(rows, dtype=np.float64)
+    return [prefix + hashlib.blake2b(row.tobytes(), digest_size=16).hexdigest() for row in rows]

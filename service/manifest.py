@@ -1,0 +1,73 @@
+"""The manifest: what a published model version is, as written next to its artifact."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+FeatureType = Literal["float", "int", "bool", "string"]
+Task = Literal["classification", "regression"]
+ArtifactFormat = Literal["skops", "joblib"]
+
+MANIFEST_FILE = "manifest.json"
+
+
+class Feature(BaseModel):
+    """One input column, in schema order."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    type: FeatureType = "float"
+    minimum: float | None = Field(None, description="Smallest value seen in training.")
+    maximum: float | None = Field(None, description="Largest value seen in training.")
+    categories: list[str] | None = Field(None, description="Values seen for a string feature.")
+
+
+class Manifest(BaseModel):
+    """Everything the service needs to verify, load, validate for and describe a version."""
+
+    model_config = ConfigDict(extra="allow")
+
+    name: str
+    version: str
+    format: ArtifactFormat
+    artifact: str = Field(description="File name of the artifact inside the version directory.")
+    sha256: str
+    signature: str | None = Field(None, description="HMAC-SHA256 of the signed fields, hex.")
+    trusted_types: list[str] = Field(default_factory=list, description="skops types trusted.")
+    sklearn_version: str
+    estimator: str = Field(description="Class name of the fitted estimator or pipeline.")
+    task: Task
+    features: list[Feature]
+    classes: list[Any] | None = Field(None, description="estimator.classes_, for classifiers.")
+    output_labels: list[str] | None = Field(None, description="Names of classes, same order.")
+    metrics: dict[str, float] = Field(default_factory=dict, description="Held-out metrics.")
+    sample_input: list[list[Any]] = Field(description="Rows a smoke test predicts before serving.")
+    created: datetime = Field(default_factory=lambda: datetime.now(UTC))
+    description: str = ""
+    compiled: dict[str, Any] | None = Field(
+        None, description="Outcome of compiling to ONNX and verifying it (see compiled.py)."
+    )
+
+    @property
+    def feature_names(self) -> list[str]:
+        return [f.name for f in self.features]
+
+    def signed_fields(self) -> bytes:
+        """The bytes a publisher signs: identity, digest and what the loader will trust."""
+        parts = [self.name, self.version, self.format, self.sha256, ",".join(self.trusted_types)]
+        compiled = (self.compiled or {}).get("sha256")
+        if compiled:
+            parts.append(compiled)
+        return "\n".join(parts).encode()
+
+    def write(self, directory: Path) -> None:
+        (directory / MANIFEST_FILE).write_text(self.model_dump_json(indent=2))
+
+    @classmethod
+    def read(cls, directory: Path) -> Manifest:
+        return cls.model_validate_json((directory / MANIFEST_FILE).read_bytes())
