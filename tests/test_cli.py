@@ -1,0 +1,83 @@
+"""The ``predictor`` command as a user runs it: one-line errors, never a traceback."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import joblib
+import pandas as pd
+import pytest
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+PREDICTOR = str(Path(sys.executable).with_name("predictor"))
+
+
+def run(*args: str, store: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [PREDICTOR, *args, "--store", str(store)], capture_output=True, text=True, timeout=120
+    )
+
+
+@pytest.fixture
+def pipeline_file(tmp_path) -> Path:
+    frame = pd.DataFrame({"height": [1.0, 2.0, 3.0, 4.0], "weight": [1.0, 1.5, 3.5, 4.0]})
+    model = make_pipeline(StandardScaler(), LogisticRegression()).fit(frame, [0, 0, 1, 1])
+    path = tmp_path / "pipe.joblib"
+    joblib.dump(model, path)
+    return path
+
+
+def test_publish_list_promote_rollback(store_dir, pipeline_file):
+    result = run("publish", str(pipeline_file), "--name", "body", "--labels", "light,heavy",
+                 "--promote", store=store_dir)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "published body version 1 and made it current" in result.stdout
+    run("publish", str(pipeline_file), "--name", "body", store=store_dir)
+    listing = run("models", store=store_dir).stdout
+    assert "body" in listing and "Pipeline" in listing and "iris" in listing
+    assert run("promote", "body", "2", store=store_dir).stdout.strip() == (
+        "body: current version is now 2"
+    )
+    assert "rolled back from version 2 to 1" in run("rollback", "body", store=store_dir).stdout
+    assert (store_dir / "body" / "current").read_text().strip() == "1"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["publish", "/nonexistent.joblib", "--name", "x"], "no such file: /nonexistent.joblib"),
+        (["promote", "iris", "9"], "model 'iris' has no version '9'; available: 1"),
+        (["promote", "nope", "1"], "model 'nope' not found"),
+        (["rollback", "iris"], "has no earlier version"),
+    ],
+)
+def test_errors_are_one_line(store_dir, args, message):
+    result = run(*args, store=store_dir)
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert message in result.stderr
+
+
+def test_schema_mismatch_and_bad_feature_spec(store_dir, pipeline_file, tmp_path):
+    result = run(
+        "publish", str(pipeline_file), "--name", "b", "--features", "a,b,c", store=store_dir
+    )
+    assert result.returncode == 1 and "schema mismatch" in result.stderr
+    result = run("publish", str(pipeline_file), "--name", "b", "--features", "a:complex,b",
+                 store=store_dir)  # fmt: skip
+    assert result.returncode == 1 and "expected name or name:type" in result.stderr
+    junk = tmp_path / "junk.joblib"
+    junk.write_bytes(b"not a pickle")
+    result = run("publish", str(junk), "--name", "b", store=store_dir)
+    assert result.returncode == 1 and "not a readable joblib/pickle file" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_missing_arguments_are_usage_errors(store_dir):
+    result = run("promote", "iris", store=store_dir)
+    assert result.returncode == 2 and "usage:" in result.stderr
