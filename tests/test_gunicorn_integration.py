@@ -51,10 +51,8 @@ def test_every_route_over_http(server):
     for _ in range(40):
         _post(f"{base}/predict", {"input": IRIS_ROW})
     text = requests.get(f"{base}/metrics", timeout=5).text
-    line = next(
-        ln for ln in text.splitlines()
-        if ln.startswith('predictor_http_requests_total{method="POST",route="/predict",status="200"}')
-    )  # fmt: skip
+    wanted = 'predictor_http_requests_total{method="POST",route="/predict",status="200"}'
+    line = next(ln for ln in text.splitlines() if ln.startswith(wanted))
     assert float(line.rsplit(" ", 1)[1]) == 41
     serving = [ln for ln in text.splitlines() if ln.startswith("predictor_model_info{") and
                'model="iris"' in ln and ln.endswith(" 1.0")]  # fmt: skip
