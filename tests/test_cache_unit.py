@@ -1,0 +1,43 @@
+"""The cache backends on their own: LRU order and expiry, and the Redis circuit breaker."""
+
+from __future__ import annotations
+
+import time
+
+from service.cache import LocalCache, RedisCache
+from tools.stack import RedisServer, free_port
+
+
+def test_local_cache_evicts_least_recently_used_and_expires():
+    cache = LocalCache(max_entries=2, ttl_seconds=0.3)
+    cache.set_many({"a": b"1", "b": b"2"})
+    assert cache.get_many(["a"]) == [b"1"]  # a is now the most recent
+    cache.set_many({"c": b"3"})
+    assert cache.get_many(["a", "b", "c"]) == [b"1", None, b"3"]
+    time.sleep(0.35)
+    assert cache.get_many(["a", "c"]) == [None, None]
+
+
+def test_redis_breaker_skips_a_dead_server_then_reconnects(tmp_path):
+    port = free_port()
+    cache = RedisCache(f"redis://127.0.0.1:{port}/0", 60, timeout_ms=20, retry_seconds=0.3)
+    start = time.perf_counter()
+    assert cache.get_many(["k"]) == [None]  # nothing listens: fails fast and opens
+    assert not cache.available
+    for _ in range(100):  # while open, Redis is not even tried
+        assert cache.get_many(["k"]) == [None]
+    assert time.perf_counter() - start < 0.1
+
+    redis = RedisServer(tmp_path, port=port).start()
+    try:
+        time.sleep(0.35)
+        assert cache.available
+        cache.set_many({"k": b"v"})
+        assert cache.get_many(["k", "missing"]) == [b"v", None]
+        redis.pause(1.0)  # a slow Redis costs one timeout, then nothing
+        start = time.perf_counter()
+        assert cache.get_many(["k"]) == [None]
+        assert cache.get_many(["k"]) == [None]
+        assert time.perf_counter() - start < 0.1
+    finally:
+        redis.stop()
