@@ -18,8 +18,7 @@ install: $(VENV)/.installed
 
 ## Train the demo models into the store when it has none.
 models: install
-	@$(VENV)/bin/predictor models --store $(STORE) --quiet-if-empty >/dev/null 2>&1 && \
-	  test -n "$$(ls -A $(STORE) 2>/dev/null)" || $(VENV)/bin/predictor train-demo --store $(STORE)
+	@test -n "$$(ls -A $(STORE) 2>/dev/null)" || $(VENV)/bin/predictor train-demo --store $(STORE)
 
 ## Serve on http://127.0.0.1:8000 with gunicorn and the in-process cache.
 run: models

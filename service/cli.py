@@ -79,7 +79,6 @@ def _parser() -> argparse.ArgumentParser:
 
     p = command("models", _models, "list models, versions, current version and metrics")
     p.add_argument("--json", action="store_true", help="print JSON")
-    p.add_argument("--quiet-if-empty", action="store_true", help=argparse.SUPPRESS)
 
     p = command("promote", _promote, "make VERSION the current version of NAME")
     p.add_argument("name")
@@ -227,8 +226,7 @@ def _models(args: argparse.Namespace) -> int:
         print(json.dumps(rows, indent=2))
         return 0
     if not rows:
-        if not args.quiet_if_empty:
-            print(f"no models in {store.root} (try: predictor train-demo)")
+        print(f"no models in {store.root} (try: predictor train-demo)")
         return 0
     print(f"{'MODEL':<14} {'VERSION':<8} {'CURRENT':<8} {'ESTIMATOR':<28} METRICS")
     for r in rows:
@@ -240,18 +238,30 @@ def _models(args: argparse.Namespace) -> int:
 
 
 def _promote(args: argparse.Namespace) -> int:
-    store = _store(args)
-    store.promote(args.name, args.version)
+    settings = _settings(args)
+    ModelStore(settings.MODEL_STORE).promote(args.name, args.version)
     print(f"{args.name}: current version is now {args.version}")
+    _announce(settings, args.name, args.version)
     return 0
 
 
 def _rollback(args: argparse.Namespace) -> int:
-    store = _store(args)
+    settings = _settings(args)
+    store = ModelStore(settings.MODEL_STORE)
     previous = store.current(args.name)
     version = store.rollback(args.name)
     print(f"{args.name}: rolled back from version {previous} to {version}")
+    _announce(settings, args.name, version)
     return 0
+
+
+def _announce(settings: Settings, name: str, version: str) -> None:
+    from .notify import announce
+
+    if announce(settings.REDIS_URL, name, version):
+        print("  workers notified over Redis")
+    else:
+        print(f"  workers pick it up within {settings.POLL_INTERVAL_SECONDS:g}s (store polling)")
 
 
 def _serve(args: argparse.Namespace) -> int:

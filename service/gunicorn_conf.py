@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import time
 
 from service.settings import Settings
 
@@ -22,6 +23,10 @@ os.environ.setdefault(
 )
 shutil.rmtree(os.environ["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)
 os.makedirs(os.environ["PROMETHEUS_MULTIPROC_DIR"], exist_ok=True)
+# Workers fail /readyz while this file exists (set by the master on SIGTERM, see below).
+os.environ["PREDICTOR_DRAIN_FLAG"] = os.path.join(
+    os.environ["PROMETHEUS_MULTIPROC_DIR"], "draining.flag"
+)
 
 bind = _settings.BIND
 workers = _settings.worker_count()
@@ -41,6 +46,28 @@ control_socket_disable = True
 loglevel = _settings.LOG_LEVEL
 accesslog = None
 errorlog = "-"
+
+
+def when_ready(server) -> None:  # noqa: ANN001 - gunicorn hook signature
+    """Drain before stopping: on SIGTERM readiness fails at once, the workers keep serving
+    for DRAIN_SECONDS (what a Kubernetes preStop delay gives the endpoints to update),
+    then gunicorn's own graceful stop lets in-flight requests finish."""
+    graceful_stop = server.handle_term
+
+    def handle_term() -> None:
+        flag = os.environ["PREDICTOR_DRAIN_FLAG"]
+        open(flag, "w").close()
+        server.log.info(
+            "SIGTERM: draining, readiness fails; closing the listener in %.1fs",
+            _settings.DRAIN_SECONDS,
+        )
+        deadline = time.monotonic() + _settings.DRAIN_SECONDS
+        while time.monotonic() < deadline:
+            server.reap_workers()  # keep supervising while we wait
+            time.sleep(0.1)
+        graceful_stop()
+
+    server.handle_term = handle_term
 
 
 def post_fork(server, worker) -> None:  # noqa: ANN001

@@ -94,6 +94,7 @@ class ModelRegistry:
         self._lock = threading.RLock()
         self._watcher: threading.Thread | None = None
         self._stop = threading.Event()
+        self._wake = threading.Event()
         self.publish_metrics = False  # True in serving workers (set by start_watcher)
 
     # --- serving ---------------------------------------------------------
@@ -236,12 +237,27 @@ class ModelRegistry:
             return
         self._watcher = threading.Thread(target=self._watch, name="model-watcher", daemon=True)
         self._watcher.start()
+        if self.settings.REDIS_URL:
+            from .notify import listen
+
+            threading.Thread(
+                target=listen,
+                args=(self.settings.REDIS_URL, self._wake.set, self._stop),
+                name="model-notices",
+                daemon=True,
+            ).start()
 
     def stop_watcher(self) -> None:
         self._stop.set()
+        self._wake.set()
 
     def _watch(self) -> None:
-        while not self._stop.wait(self.settings.POLL_INTERVAL_SECONDS):
+        # Wake on a Redis notice (notify.py) or after one poll interval, whichever comes first.
+        while not self._stop.is_set():
+            self._wake.wait(self.settings.POLL_INTERVAL_SECONDS)
+            self._wake.clear()
+            if self._stop.is_set():
+                return
             try:
                 self.refresh()
             except Exception:  # the watcher must outlive a bad store read

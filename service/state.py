@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,6 +25,13 @@ class ServiceState:
     core: PredictionCore
     draining: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
+
+    def is_draining(self) -> bool:
+        """True once shutdown began: set in-process, or by the gunicorn master's flag file."""
+        if self.draining:
+            return True
+        flag = os.environ.get("PREDICTOR_DRAIN_FLAG")
+        return bool(flag) and os.path.exists(flag)
 
     def answer_headers(self, result: Prediction) -> dict[str, str]:
         headers = {"X-Model-Name": result.model.name, "X-Model-Version": result.model.version}

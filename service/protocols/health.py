@@ -19,7 +19,7 @@ def healthz() -> Response:
 @bp.get("/readyz")
 def readyz() -> Response:
     st = state(current_app)
-    if st.draining:
+    if st.is_draining():
         return json_response({"status": "draining"}, 503)
     if not st.registry.ready():
         return json_response(
