@@ -1,0 +1,480 @@
+"""Side-by-side benchmark: our stack against the seed app and MLServer.
+
+    .venv/bin/python loadtests/bench.py [--runtime sklearn|onnx] [--quick] ...
+    make bench [BENCH_ARGS="--runtime onnx"]
+
+Cases, per model (iris LogisticRegression, iris-rf 100-tree RandomForest) and
+per request shape (1 row, 100-row batch):
+
+  (a) our stack through nginx (nginx -> gunicorn -> Redis), cache misses only
+  (b) the same, every request a cache hit
+  (c) our gunicorn without nginx (Redis still on), cache misses
+  (d) the seed article's Flask app as written, gunicorn, 2 sync workers
+  (e) MLServer 1.7.1 + mlserver-sklearn at default settings
+
+One server runs at a time, started fresh for each model; the servers take
+turns round after round (A B C, then C B A, ...) so that machine drift cancels
+in the ratios. Every case is loaded by the same generator (wrk, one thread,
+fixed connections, loadtests/wrk_rows.lua) with the same row stream: cases
+(a), (d) and (e) of a round get byte-identical rows in the same order (our
+service and the seed app even get identical bodies: the seed protocol).
+
+Server cost is read from /proc: CPU (utime+stime of the server's processes,
+nginx and redis-server included where they are on the path) per request, and
+PSS (smaps_rollup) of those processes after the run. The table, the targets of
+issue 9 and the raw figures go to loadtests/results/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from loadtests import procstat  # noqa: E402
+from loadtests.servers import ROOT, VENV_BIN, MLServer, OurStack, SeedApp, Server  # noqa: E402
+
+LUA = ROOT / "loadtests" / "wrk_rows.lua"
+RESULTS = ROOT / "loadtests" / "results"
+BENCH = ROOT / ".bench"
+
+CASES = {
+    "a": "ours via nginx, misses",
+    "b": "ours via nginx, hits",
+    "c": "ours gunicorn, misses",
+    "d": "seed app (gunicorn 2 sync)",
+    "e": "MLServer 1.7.1 sklearn",
+}
+SERVER_OF = {"a": "ours", "b": "ours", "c": "ours", "d": "seed", "e": "mlserver"}
+MODEL_TITLES = {"iris": "LogisticRegression", "iris-rf": "RandomForest (100 trees)"}
+
+
+@dataclass
+class Run:
+    """One wrk run of one case in one round."""
+
+    model: str
+    rows: int
+    case: str
+    round: int
+    requests: int
+    seconds: float
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    errors: int
+    error_kinds: dict
+    cpu_us_per_req: float
+    pss_mib: float
+    rss_mib: float
+    processes: list = field(default_factory=list)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument(
+        "--runtime",
+        choices=["sklearn", "onnx", "auto"],
+        default="sklearn",
+        help="PREDICTOR_RUNTIME of our service (the others always run scikit-learn)",
+    )
+    p.add_argument("--duration", type=float, default=10.0, help="seconds measured per case")
+    p.add_argument("--warmup", type=float, default=2.0, help="seconds of warm-up per case")
+    p.add_argument("--rounds", type=int, default=2, help="interleaved rounds (A B, B A, ...)")
+    p.add_argument("--connections", type=int, default=8, help="wrk connections (concurrency)")
+    p.add_argument("--models", default="iris,iris-rf", help="comma-separated model names")
+    p.add_argument("--rows", default="1,100", help="rows per request, comma-separated")
+    p.add_argument("--cases", default="abcde", help="which of the cases a-e to run")
+    p.add_argument(
+        "--protocol",
+        choices=["seed", "v1", "v2"],
+        default="seed",
+        help="API our service is loaded through (seed = same bytes as case d)",
+    )
+    p.add_argument(
+        "--store",
+        type=Path,
+        default=BENCH / "store",
+        help="model store (trained with `predictor train-demo` when empty)",
+    )
+    p.add_argument(
+        "--our-cache",
+        choices=["redis", "local", "off"],
+        default="redis",
+        help="our service's cache: redis-server (the stack), in-process LRU, or none",
+    )
+    p.add_argument(
+        "--our-env",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="extra environment for our gunicorn, e.g. PREDICTOR_THREADS=4 (repeatable)",
+    )
+    p.add_argument("--out", type=Path, default=RESULTS, help="where the table and JSON go")
+    p.add_argument(
+        "--workdir",
+        type=Path,
+        default=BENCH,
+        help="run directories, logs and exported joblib models",
+    )
+    p.add_argument(
+        "--quick", action="store_true", help="smoke run: 1 round, 3 s per case, 1 s warm-up"
+    )
+    p.add_argument("--ready-timeout", type=float, default=120.0)
+    args = p.parse_args(argv)  # fmt: skip
+    if args.quick:
+        args.rounds, args.duration, args.warmup = 1, min(args.duration, 3.0), min(args.warmup, 1.0)
+    args.models = [m for m in args.models.split(",") if m]
+    args.rows = [int(r) for r in args.rows.split(",") if r]
+    args.cases = sorted(set(args.cases) & set(CASES))
+    return args
+
+
+# --- models -------------------------------------------------------------------
+
+
+def ensure_store(store: Path, models: list[str]) -> None:
+    """Train the demo models into the bench store once."""
+    missing = [m for m in models if not (store / m / "current").exists()]
+    if missing:
+        print(f"training the demo models into {store} ...", flush=True)
+        subprocess.run(
+            [str(VENV_BIN / "predictor"), "train-demo", "--store", str(store)],
+            check=True,
+            cwd=ROOT,
+        )
+
+
+def export_estimator(store: Path, name: str, workdir: Path) -> Path:
+    """The very estimator our service serves, as a joblib file for (d) and (e).
+
+    Loaded from the store's artifact through the service's own loader (digest
+    and signature checked), then dumped with joblib, the format both the seed
+    article and mlserver-sklearn read.
+    """
+    import joblib
+
+    from service.artifacts import load_estimator
+    from service.settings import Settings
+    from service.store import ModelStore
+
+    settings = Settings(MODEL_STORE=store)
+    models = ModelStore(store)
+    version = models.current(name)
+    if version is None:
+        raise SystemExit(f"model {name!r} has no current version in {store}")
+    manifest = models.manifest(name, version)
+    out = workdir / "models" / f"{name}-{manifest.sha256[:12]}.joblib"
+    if not out.exists():
+        out.parent.mkdir(parents=True, exist_ok=True)
+        estimator = load_estimator(
+            models.version_dir(name, version),
+            manifest,
+            settings.signing_key,
+            settings.ALLOW_UNSIGNED_PICKLE,
+        )
+        joblib.dump(estimator, out)
+    return out
+
+
+# --- one case -------------------------------------------------------------------
+
+
+def stream_seed(rnd: int, model_i: int, rows_i: int, case: str) -> int:
+    """Rows of (a), (d), (e) share a stream; (c) and (b) get their own (fresh keys)."""
+    return 1000 * (rnd + 1) + 100 * model_i + 10 * rows_i + {"c": 2, "b": 3}.get(case, 1)
+
+
+def wrk(url: str, protocol: str, rows: int, mode: str, seed: int, seconds: float,
+        connections: int) -> dict:  # fmt: skip
+    argv = [
+        "wrk", "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--timeout", "5s",
+        "-s", str(LUA), url, "--", protocol, str(rows), mode, str(seed),
+    ]  # fmt: skip
+    out = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 30)
+    for line in out.stdout.splitlines():
+        if line.startswith("WRKJSON "):
+            return json.loads(line[len("WRKJSON ") :])
+    raise RuntimeError(f"wrk gave no result (rc {out.returncode}): {out.stderr or out.stdout}")
+
+
+def role_of(pid: int, server: Server) -> str:
+    cmd = procstat.cmdline(pid)
+    if cmd.startswith("nginx"):
+        return "nginx " + ("master" if "master" in cmd else "worker")
+    if "redis-server" in cmd:
+        return "redis-server"
+    roots = server.root_pids()
+    if pid in roots:
+        return f"{server.name} main"
+    return f"{server.name} worker"
+
+
+def run_case(server: Server, args, model: str, model_i: int, rows: int, rows_i: int,
+             case: str, rnd: int) -> Run:  # fmt: skip
+    direct = case == "c"
+    url = server.url(model, direct=direct)
+    mode = "repeat" if case == "b" else "unique"
+    seed = stream_seed(rnd, model_i, rows_i, case)
+    if args.warmup > 0:  # a different stream: the measured rows stay cache misses
+        wrk(url, server.protocol, rows, mode, seed + 5 if mode == "unique" else seed,
+            args.warmup, args.connections)  # fmt: skip
+    pids = procstat.tree(server.root_pids(direct))
+    before = procstat.cpu_sample(pids)
+    result = wrk(url, server.protocol, rows, mode, seed, args.duration, args.connections)
+    pids_after = procstat.tree(server.root_pids(direct))
+    cpu = procstat.cpu_used(before, procstat.cpu_sample(sorted(set(pids) | set(pids_after))))
+    mems = [m for m in (procstat.memory(p, role_of(p, server)) for p in pids_after) if m]
+    n = result["requests"]
+    seconds = result["duration_us"] / 1e6
+    errors = sum(result["errors"].values())
+    return Run(
+        model=model, rows=rows, case=case, round=rnd, requests=n, seconds=seconds,
+        rps=n / seconds if seconds else 0.0,
+        p50_ms=result["p50_us"] / 1000, p99_ms=result["p99_us"] / 1000,
+        errors=errors, error_kinds={k: v for k, v in result["errors"].items() if v},
+        cpu_us_per_req=cpu * 1e6 / n if n else 0.0,
+        pss_mib=sum(m.pss_kib for m in mems) / 1024,
+        rss_mib=sum(m.rss_kib for m in mems) / 1024,
+        processes=[asdict(m) for m in mems],
+    )  # fmt: skip
+
+
+# --- the plan -------------------------------------------------------------------
+
+
+def make_server(kind: str, model: str, args, workdir: Path, exported: dict) -> Server:
+    if kind == "ours":
+        env = dict(kv.split("=", 1) for kv in args.our_env)
+        return OurStack(
+            workdir, model, args.store.resolve(), args.runtime, args.protocol, env, args.our_cache
+        )
+    if kind == "seed":
+        return SeedApp(workdir, exported[model])
+    return MLServer(workdir, model, exported[model])
+
+
+def run_all(args) -> list[Run]:
+    ensure_store(args.store, args.models)
+    exported = {}
+    if {"d", "e"} & set(args.cases):
+        exported = {m: export_estimator(args.store, m, args.workdir) for m in args.models}
+    kinds = [k for k in ("ours", "seed", "mlserver") if k in {SERVER_OF[c] for c in args.cases}]
+    workdir = args.workdir / "run"
+    workdir.mkdir(parents=True, exist_ok=True)
+    runs: list[Run] = []
+    total = len(args.cases) * len(args.models) * len(args.rows) * args.rounds
+    for rnd in range(args.rounds):
+        order = kinds if rnd % 2 == 0 else list(reversed(kinds))
+        for model_i, model in enumerate(args.models):
+            for kind in order:
+                server = make_server(kind, model, args, workdir, exported)
+                server.start()
+                try:
+                    server.wait_ready(model, args.ready_timeout)
+                    if kind == "ours" and "c" in args.cases:
+                        server.wait_ready(model, args.ready_timeout, direct=True)
+                    for rows_i, rows in enumerate(args.rows):
+                        for case in [c for c in args.cases if SERVER_OF[c] == kind]:
+                            run = run_case(server, args, model, model_i, rows, rows_i, case, rnd)
+                            runs.append(run)
+                            print(
+                                f"[{len(runs)}/{total}] round {rnd + 1} {model} {rows} row(s) "
+                                f"({case}) {CASES[case]}: {run.rps:.0f} req/s, "
+                                f"p50 {run.p50_ms:.2f} ms, p99 {run.p99_ms:.2f} ms, "
+                                f"{run.errors} errors, {run.cpu_us_per_req:.0f} µs CPU/req",
+                                flush=True,
+                            )
+                finally:
+                    server.stop()
+    return runs
+
+
+# --- the report -------------------------------------------------------------------
+
+
+@dataclass
+class Summary:
+    model: str
+    rows: int
+    case: str
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    errors: int
+    cpu_us_per_req: float
+    pss_mib: float
+    rounds: int
+
+
+def summarise(runs: list[Run]) -> dict[tuple, Summary]:
+    groups: dict[tuple, list[Run]] = {}
+    for r in runs:
+        groups.setdefault((r.model, r.rows, r.case), []).append(r)
+    out = {}
+    for key, rs in groups.items():
+        n = sum(r.requests for r in rs)
+        out[key] = Summary(
+            *key,
+            rps=statistics.fmean(r.rps for r in rs),
+            p50_ms=statistics.median(r.p50_ms for r in rs),
+            p99_ms=statistics.median(r.p99_ms for r in rs),
+            errors=sum(r.errors for r in rs),
+            cpu_us_per_req=sum(r.cpu_us_per_req * r.requests for r in rs) / n if n else 0.0,
+            pss_mib=max(r.pss_mib for r in rs),
+            rounds=len(rs),
+        )
+    return out
+
+
+def ratio(s: dict, model: str, rows: int, num: str, den: str) -> float | None:
+    a, b = s.get((model, rows, num)), s.get((model, rows, den))
+    if a is None or b is None or not b.rps:
+        return None
+    return a.rps / b.rps
+
+
+def fmt_ratio(x: float | None) -> str:
+    return "—" if x is None else f"{x:.2f}×"
+
+
+def table(s: dict, models: list[str], rows_list: list[int], cases: list[str]) -> str:
+    lines = [
+        "| model | rows/req | case | req/s | p50 ms | p99 ms | errors | CPU µs/req | PSS MiB "
+        "| vs (d) | vs (e) |",
+        "|---|--:|---|--:|--:|--:|--:|--:|--:|--:|--:|",
+    ]
+    for model in models:
+        for rows in rows_list:
+            for case in cases:
+                x = s.get((model, rows, case))
+                if x is None:
+                    continue
+                lines.append(
+                    f"| {model} | {rows} | ({case}) {CASES[case]} | {x.rps:,.0f} | "
+                    f"{x.p50_ms:.2f} | {x.p99_ms:.2f} | {x.errors} | {x.cpu_us_per_req:,.0f} | "
+                    f"{x.pss_mib:.0f} | {fmt_ratio(ratio(s, model, rows, case, 'd'))} | "
+                    f"{fmt_ratio(ratio(s, model, rows, case, 'e'))} |"
+                )
+    return "\n".join(lines)
+
+
+def targets(s: dict, runs: list[Run], models: list[str], rows_list: list[int]) -> list[str]:
+    """Issue 9's targets, each with the measured value and met / MISSED."""
+    out = []
+
+    def check(label: str, value: float | None, goal: float, fmt: str = "{:.2f}×") -> None:
+        if value is None:
+            return
+        verdict = "met" if value >= goal else "MISSED"
+        out.append(f"- {label}: {fmt.format(value)} (target ≥ {fmt.format(goal)}) — {verdict}")
+
+    lr, rf = "iris", "iris-rf"
+    check("LogisticRegression 1 row (a)/(e)", ratio(s, lr, 1, "a", "e"), 3.0)
+    check("RandomForest 1 row (a)/(e)", ratio(s, rf, 1, "a", "e"), 2.5)
+    for model in models:
+        for rows in rows_list:
+            check(f"{model} {rows} row(s) (a)/(d)", ratio(s, model, rows, "a", "d"), 0.8)
+    for rows in rows_list:
+        check(f"RandomForest {rows} row(s) (b)/(a)", ratio(s, rf, rows, "b", "a"), 8.0)
+    worst = max(s.values(), key=lambda x: x.p99_ms / x.p50_ms if x.p50_ms else 0, default=None)
+    if worst is not None:
+        bad = [x for x in s.values() if x.p50_ms and x.p99_ms > 3 * x.p50_ms]
+        out.append(
+            f"- p99 ≤ 3 × p50 in every case: worst {worst.p99_ms / worst.p50_ms:.2f}× "
+            f"({worst.model} {worst.rows} row(s) ({worst.case})) — "
+            + ("met" if not bad else "MISSED in " + ", ".join(
+                f"{x.model}/{x.rows}/({x.case}) {x.p99_ms / x.p50_ms:.1f}×" for x in bad))
+        )  # fmt: skip
+    errors = sum(x.errors for x in s.values())
+    out.append(f"- zero errors: {errors} — " + ("met" if errors == 0 else "MISSED"))
+    sharing = memory_sharing(runs)
+    if sharing:
+        out.append(sharing)
+    return out
+
+
+def memory_sharing(runs: list[Run]) -> str | None:
+    """PSS vs RSS of our gunicorn workers (case a, last round of the first model)."""
+    ours = [r for r in runs if r.case in ("a", "c")]
+    if not ours:
+        return None
+    procs = ours[-1].processes
+    workers = [p for p in procs if p["role"] == "our stack worker"]
+    if not workers:
+        return None
+    rss = statistics.fmean(p["rss_kib"] for p in workers) / 1024
+    pss = statistics.fmean(p["pss_kib"] for p in workers) / 1024
+    verdict = "met" if pss < 0.6 * rss else "MISSED"
+    return (
+        f"- workers share the model's pages ({ours[-1].model}, {len(workers)} workers): "
+        f"PSS {pss:.1f} MiB per worker vs RSS {rss:.1f} MiB ({pss / rss:.0%}; "
+        f"target well below, < 60%) — {verdict}"
+    )
+
+
+def memory_table(runs: list[Run]) -> str:
+    """Per-process RSS/PSS of each server, from its last measured run (first model)."""
+    lines = ["| server | process | pid | RSS MiB | PSS MiB |", "|---|---|--:|--:|--:|"]
+    seen = set()
+    for r in reversed(runs):
+        kind = SERVER_OF[r.case]
+        if (kind, r.model) in seen or r.case == "c":
+            continue
+        seen.add((kind, r.model))
+        for p in sorted(r.processes, key=lambda p: p["pid"]):
+            lines.append(
+                f"| {r.model} ({r.case}) | {p['role']} ({p['name']}) | {p['pid']} | "
+                f"{p['rss_kib'] / 1024:.1f} | {p['pss_kib'] / 1024:.1f} |"
+            )
+    return "\n".join(lines)
+
+
+def report(args, runs: list[Run], started: float) -> str:
+    s = summarise(runs)
+    cpu = os.cpu_count()
+    head = (
+        f"# Benchmark: runtime `{args.runtime}`, protocol `{args.protocol}`, cache "
+        f"`{args.our_cache}` for ours{' ' + ' '.join(args.our_env) if args.our_env else ''}\n\n"
+        f"{datetime.now(UTC):%Y-%m-%d %H:%M UTC}; {cpu} cores shared by server and load "
+        f"generator; wrk 1 thread, {args.connections} connections, {args.duration:g} s per case "
+        f"after {args.warmup:g} s warm-up, {args.rounds} interleaved round(s); "
+        f"req/s is the mean over rounds, p50/p99 the median; ratios are req/s against (d) "
+        f"and (e) of the same model and request shape. Took {time.monotonic() - started:.0f} s.\n"
+        f"Command: `.venv/bin/python loadtests/bench.py {' '.join(sys.argv[1:])}`\n"
+    )
+    parts = [head, table(s, args.models, args.rows, args.cases), "", "Targets (issue 9):", ""]
+    parts += targets(s, runs, args.models, args.rows)
+    parts += ["", "Memory of each server's processes after its last run:", "", memory_table(runs)]
+    return "\n".join(parts) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    started = time.monotonic()
+    runs = run_all(args)
+    text = report(args, runs, started)
+    args.out.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+    md = args.out / f"bench-{args.runtime}-{stamp}.md"
+    md.write_text(text)
+    (args.out / f"bench-{args.runtime}-latest.md").write_text(text)
+    raw = {"args": {k: str(v) for k, v in vars(args).items()}, "runs": [asdict(r) for r in runs]}
+    (args.out / f"bench-{args.runtime}-{stamp}.json").write_text(json.dumps(raw, indent=1))
+    print()
+    print(text)
+    print(f"written: {md.relative_to(ROOT) if md.is_relative_to(ROOT) else md}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,164 @@
+"""Where a request's CPU goes in our service: py-spy over the gunicorn workers under load.
+
+    make profile [PROFILE_ARGS="--model iris-rf --rows 1 --seconds 15"]
+    .venv/bin/python loadtests/profile_service.py --py-spy .bench/tools-venv/bin/py-spy
+
+Starts our stack like the benchmark does (loadtests/servers.py), loads it with
+the benchmark's wrk script (cache misses by default), and samples every
+gunicorn worker with ``py-spy record --subprocesses --nonblocking``. Writes the
+collapsed stacks (``profile-*.txt``; speedscope and flamegraph.pl read them)
+and prints, over all samples where a worker was on the CPU:
+
+- inclusive share by package / service module (a stack counts once per
+  package it passes through), the answer to "what does the stack add";
+- inclusive share of each function in ``service/``;
+- self time of the hottest functions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from datetime import UTC, datetime
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from loadtests.bench import BENCH, RESULTS, ensure_store, wrk  # noqa: E402
+from loadtests.servers import ROOT, OurStack  # noqa: E402
+
+FRAME = re.compile(r"^(?P<func>.*) \((?P<file>[^()]*?)(?::(?P<line>\d+))?\)$")
+
+
+def package_of(path: str) -> str:
+    """'sklearn', 'werkzeug', 'service.cache', '<stdlib json>' ... for a frame's file."""
+    p = path.replace("\\", "/")
+    if "/site-packages/" in p:
+        return p.split("/site-packages/", 1)[1].split("/", 1)[0].removesuffix(".py")
+    if p.startswith(("service/", str(ROOT / "service"))) or "/service/" in p:
+        return "service." + p.rsplit("/", 1)[1].removesuffix(".py")
+    if "/lib/python3" in p:
+        mod = p.split("/lib/python3", 1)[1].split("/", 2)[-1]
+        return "<stdlib " + mod.split("/", 1)[0].removesuffix(".py") + ">"
+    return p.rsplit("/", 1)[-1]
+
+
+def parse_collapsed(text: str) -> list[tuple[list[tuple[str, str]], int]]:
+    """[(frames root->leaf as (func, file)), count] from py-spy's raw format."""
+    stacks = []
+    for line in text.splitlines():
+        line = line.strip()
+        if not line:
+            continue
+        body, _, count = line.rpartition(" ")
+        frames = []
+        for raw in body.split(";"):
+            m = FRAME.match(raw.strip())
+            if m:
+                frames.append((m.group("func"), m.group("file")))
+        if frames:
+            stacks.append((frames, int(count)))
+    return stacks
+
+
+def summarise(stacks: list[tuple[list[tuple[str, str]], int]], top: int = 25) -> str:
+    total = sum(c for _, c in stacks) or 1
+    by_package: Counter[str] = Counter()
+    by_service_func: Counter[str] = Counter()
+    self_time: Counter[str] = Counter()
+    for frames, count in stacks:
+        for pkg in {package_of(f) for _, f in frames}:
+            by_package[pkg] += count
+        seen = set()
+        for func, f in frames:
+            if package_of(f).startswith("service."):
+                key = f"{package_of(f)}.{func}"
+                if key not in seen:
+                    seen.add(key)
+                    by_service_func[key] += count
+        func, f = frames[-1]
+        self_time[f"{func} ({package_of(f)})"] += count
+
+    def block(title: str, counter: Counter[str]) -> list[str]:
+        lines = [f"\n{title}", "| share | samples | what |", "|--:|--:|---|"]
+        for key, c in counter.most_common(top):
+            lines.append(f"| {100 * c / total:5.1f}% | {c} | {key} |")
+        return lines
+
+    out = [f"{total} samples with a worker on the CPU"]
+    out += block("Inclusive, by package or service module:", by_package)
+    out += block("Inclusive, functions in service/:", by_service_func)
+    out += block("Self time (the leaf frame):", self_time)
+    return "\n".join(out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--py-spy", default=str(BENCH / "tools-venv" / "bin" / "py-spy"))
+    p.add_argument("--model", default="iris")
+    p.add_argument("--rows", type=int, default=1)
+    p.add_argument("--seconds", type=int, default=12)
+    p.add_argument("--rate", type=int, default=250, help="py-spy samples per second")
+    p.add_argument("--connections", type=int, default=8)
+    p.add_argument("--mode", choices=["unique", "repeat"], default="unique")
+    p.add_argument("--direct", action="store_true", help="load gunicorn, not nginx")
+    p.add_argument("--runtime", default="sklearn")
+    p.add_argument("--protocol", choices=["seed", "v1", "v2"], default="seed")
+    p.add_argument("--store", type=Path, default=BENCH / "store")
+    p.add_argument("--out", type=Path, default=RESULTS)
+    args = p.parse_args(argv)
+
+    ensure_store(args.store, [args.model])
+    server = OurStack(BENCH / "run", args.model, args.store.resolve(), args.runtime, args.protocol)
+    server.start()
+    try:
+        server.wait_ready(args.model, direct=args.direct)
+        url = server.url(args.model, direct=args.direct)
+        wrk(url, args.protocol, args.rows, args.mode, 99, 2, args.connections)  # warm-up
+        args.out.mkdir(parents=True, exist_ok=True)
+        stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+        raw = args.out / f"profile-{args.model}-{args.rows}-{args.mode}-{stamp}.txt"
+        spy = subprocess.Popen(
+            [
+                args.py_spy, "record", "--pid", str(server.gunicorn.pid), "--subprocesses",
+                "--nonblocking", "--rate", str(args.rate), "--duration", str(args.seconds),
+                "--format", "raw", "--output", str(raw),
+            ],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )  # fmt: skip
+        result = {}
+
+        def load() -> None:
+            result.update(
+                wrk(url, args.protocol, args.rows, args.mode, 1, args.seconds, args.connections)
+            )
+
+        time.sleep(0.5)  # py-spy attaches first
+        loader = threading.Thread(target=load)
+        loader.start()
+        loader.join()
+        out, _ = spy.communicate(timeout=args.seconds + 60)
+        if spy.returncode != 0 or not raw.exists():
+            print(out, file=sys.stderr)
+            return 1
+    finally:
+        server.stop()
+    rps = result["requests"] / (result["duration_us"] / 1e6)
+    print(
+        f"{args.model}, {args.rows} row(s), {args.mode}, "
+        f"{'gunicorn direct' if args.direct else 'through nginx'}, runtime {args.runtime}: "
+        f"{rps:.0f} req/s under py-spy (sampling slows it), "
+        f"p50 {result['p50_us'] / 1000:.2f} ms"
+    )
+    print(summarise(parse_collapsed(raw.read_text())))
+    print(f"\ncollapsed stacks: {raw}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
