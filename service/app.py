@@ -7,6 +7,7 @@ import logging
 from flask import Flask
 
 from . import http
+from .auth import ApiKeys
 from .cache import cache_from_settings
 from .core import PredictionCore
 from .registry import ModelRegistry
@@ -34,7 +35,9 @@ def create_app(settings: Settings | None = None, *, load_models: bool = True) ->
         registry=registry,
         core=PredictionCore(cache_from_settings(settings)),
     )
-    http.install(app, settings.MAX_BODY_BYTES)
+    http.install(
+        app, settings.MAX_BODY_BYTES, ApiKeys.parse(settings.API_KEYS, settings.API_KEYS_FILE)
+    )
 
     from .protocols import health, seed, v1
 

@@ -87,6 +87,10 @@ def _parser() -> argparse.ArgumentParser:
     p = command("rollback", _rollback, "return NAME to the version current before this one")
     p.add_argument("name")
 
+    p = command("api-key", _api_key, "create an API key: prints the key once and its config entry")
+    p.add_argument("action", choices=["new"], help="new: generate a random key")
+    p.add_argument("id", help="a name for the key (logged; the key itself never is)")
+
     p = command("serve", _serve, "serve the store with gunicorn (settings from PREDICTOR_*)")
     p.add_argument("--bind", help="address to listen on (default $PREDICTOR_BIND)")
     p.add_argument("--workers", type=int, help="worker processes (default: CPU count)")
@@ -262,6 +266,17 @@ def _announce(settings: Settings, name: str, version: str) -> None:
         print("  workers notified over Redis")
     else:
         print(f"  workers pick it up within {settings.POLL_INTERVAL_SECONDS:g}s (store polling)")
+
+
+def _api_key(args: argparse.Namespace) -> int:
+    from .auth import hash_key, new_key
+
+    if ":" in args.id or "," in args.id:
+        raise CliError("the key id may not contain ':' or ','")
+    key = new_key()
+    print(f"key (give it to the client; it is not stored anywhere): {key}")
+    print(f"entry for PREDICTOR_API_KEYS or PREDICTOR_API_KEYS_FILE: {args.id}:{hash_key(key)}")
+    return 0
 
 
 def _serve(args: argparse.Namespace) -> int:

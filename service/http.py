@@ -12,6 +12,7 @@ from flask import Flask, Response, g, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from . import metrics
+from .auth import KEY_ID_HEADER, ApiKeys, is_prediction_request
 from .errors import PredictorError
 
 log = logging.getLogger("predictor.http")
@@ -66,8 +67,8 @@ def wants_probabilities(payload: Any) -> bool:
     return request.args.get("probabilities", "").lower() in {"1", "true", "yes"}
 
 
-def install(app: Flask, max_bytes: int) -> None:
-    """Error handlers and per-request hooks (request id, metrics) for the whole app."""
+def install(app: Flask, max_bytes: int, api_keys: ApiKeys | None = None) -> None:
+    """Error handlers and per-request hooks (request id, metrics, API keys) for the app."""
 
     @app.errorhandler(PredictorError)
     def _predictor_error(exc: PredictorError) -> Response:
@@ -103,10 +104,15 @@ def install(app: Flask, max_bytes: int) -> None:
         g.start = time.perf_counter()
         g.request_id = request.headers.get(REQUEST_ID) or uuid.uuid4().hex
         metrics.INFLIGHT.inc()
+        if api_keys is not None and is_prediction_request(request.method, request.path):
+            g.api_key_id = api_keys.check_request()
 
     @app.after_request
     def _finish(response: Response) -> Response:
         response.headers[REQUEST_ID] = g.get("request_id", "")
+        key_id = g.get("api_key_id")
+        if key_id:
+            response.headers[KEY_ID_HEADER] = key_id
         rule = request.url_rule
         route = rule.rule if rule is not None else "unmatched"
         status = str(response.status_code)

@@ -56,6 +56,11 @@ class Settings(BaseSettings):
         None, description="Bearer token for the model repository routes; unset disables them."
     )
     ADMIN_TOKEN_FILE: Path | None = Field(None, description="File holding the admin token.")
+    API_KEYS: str | None = Field(
+        None,
+        description="Hashed API keys (id:sha256,...) required on prediction routes; unset = open.",
+    )
+    API_KEYS_FILE: Path | None = Field(None, description="File of id:sha256 lines (API keys).")
 
     # --- model updates ---------------------------------------------------
     POLL_INTERVAL_SECONDS: float = Field(
