@@ -527,10 +527,14 @@ class Gunicorn(ManagedProcess):
         return self
 
     def wait_ready(self, timeout: float = 60.0) -> None:
+        """Until /readyz answers 200 and every requested worker has been forked."""
         wait_until(
-            lambda: http_status(self.url + "/readyz", timeout=1.0) == 200,
+            lambda: (
+                http_status(self.url + "/readyz", timeout=1.0) == 200
+                and (not self.workers or len(self.worker_pids()) >= self.workers)
+            ),
             timeout,
-            f"gunicorn {self.url}/readyz answers 200",
+            f"gunicorn {self.url}/readyz answers 200 with {self.workers or 'all'} workers",
             self.alive,
             interval=0.1,
         )
@@ -985,7 +989,6 @@ def main(argv: list[str] | None = None) -> int:
                 extra = f" PID {info['pid']} {info.get('url', '')}" if info["running"] else ""
                 probe = f" probe={info['probe']}" if "probe" in info else ""
                 print(f"{name:11} {state}{extra}{probe}")
-            return 0 if any(i["running"] for i in report.values()) else 3
     except StackError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
