@@ -117,6 +117,7 @@ def check_matrix(array: np.ndarray, features: list[Feature], max_rows: int) -> n
     if array.dtype != object:
         array = array.astype(np.float64, copy=False)
         _check_finite(array, features)
+        _check_types_exact(array, features)  # int features need integers, bool ones 0/1
     return array
 
 
