@@ -17,6 +17,7 @@ import shutil
 import subprocess
 import sys
 import time
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -405,3 +406,36 @@ def test_cli_up_status_down(front: Front, tmp_path: Path) -> None:
     assert down.returncode == 0, down.stderr
     assert not list(run_dir.glob("*.pid"))
     assert not any(stack.pid_alive(pid) for pid in pids.values())
+
+
+def tcp_states(port: int) -> Counter:
+    """States of the IPv4 sockets whose local port is ``port`` (from /proc/net/tcp)."""
+    states: Counter = Counter()
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if int(fields[1].split(":")[1], 16) == port:
+            states[{"01": "established", "06": "time_wait", "0A": "listen"}.get(fields[3])] += 1
+    return states
+
+
+def test_upstream_keepalive_reuses_connections(front: Front) -> None:
+    """With a worker class that keeps connections alive (gthread), nginx reuses them."""
+    with contextlib.ExitStack() as cleanup:  # stops nginx first, then gunicorn
+        api = Gunicorn(
+            front.run_dir, front.store, workers=1, env={"PREDICTOR_THREADS": "2"},
+            name="gunicorn-gthread", inherit_settings=False,
+        ).start()  # fmt: skip
+        cleanup.callback(api.stop)
+        pooled = Nginx(
+            front.run_dir, [api.address], values={"NGINX_UPSTREAM_KEEPALIVE_TIMEOUT": "4s"},
+            name="nginx-keepalive",
+        ).start()  # fmt: skip
+        cleanup.callback(pooled.stop)
+        before = tcp_states(api.port)
+        with requests.Session() as session:
+            statuses = [predict(pooled.url, session=session).status_code for _ in range(20)]
+        after = tcp_states(api.port)
+    assert statuses == [200] * 20
+    # One connection carried all 20 requests and stays open, idle, in nginx's pool.
+    assert after["established"] >= 1, after
+    assert after["time_wait"] - before["time_wait"] <= 1, (before, after)
