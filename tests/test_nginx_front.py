@@ -58,7 +58,9 @@ def front(tmp_path_factory: pytest.TempPathFactory, demo_store_template: Path) -
     run_dir = tmp_path_factory.mktemp("nginx-front")
     store = run_dir / "models"
     shutil.copytree(demo_store_template, store)
-    with contextlib.ExitStack() as cleanup:
+    with contextlib.ExitStack() as cleanup, pytest.MonkeyPatch.context() as env:
+        for key in [k for k in os.environ if k.startswith("PREDICTOR_")]:
+            env.delenv(key)  # app and nginx both get the defaults, whatever the shell says
         redis = RedisServer(run_dir).start()
         cleanup.callback(redis.stop)
         api = Gunicorn(run_dir, store, redis_url=redis.url, workers=2, inherit_settings=False)
