@@ -223,3 +223,15 @@ def test_dashboard_provisioning_points_where_compose_mounts_the_dashboards():
     prometheus = compose["prometheus"]["volumes"]
     assert "./monitoring/prometheus.yml:/etc/prometheus/prometheus.yml:ro" in prometheus
     assert "./monitoring/rules:/etc/prometheus/rules:ro" in prometheus
+
+
+def test_docs_have_a_line_per_panel():
+    docs = (REPO / "docs" / "monitoring.md").read_text()
+    lines = {line.split("|")[1].strip() for line in docs.splitlines() if line.startswith("| ")}
+    missing = [
+        f"{path.name}: {panel['title']}"
+        for path in DASHBOARDS
+        for panel in panels_of(load(path))
+        if panel["title"] not in lines
+    ]
+    assert not missing, f"docs/monitoring.md has no line for: {missing}"

@@ -184,3 +184,9 @@ def test_unit_tests_catch_a_broken_alert(alert, tmp_path):
     assert f"alertname: {alert}," in always and "exp:[]" in always, (
         f"{alert}: its quiet tests pass with an alert that always fires\n{always}"
     )
+
+
+def test_docs_have_a_line_per_alert():
+    docs = (REPO / "docs" / "monitoring.md").read_text()
+    lines = {line.split("|")[1].strip() for line in docs.splitlines() if line.startswith("| ")}
+    assert set(alerts()) <= lines, f"no line in docs/monitoring.md for {set(alerts()) - lines}"
