@@ -431,8 +431,8 @@ def operator() -> dict[str, Any]:
         ),
         timeseries(
             "In-flight requests",
-            "Requests being handled right now, summed over the workers of each instance. "
-            "Near the worker count means requests queue.",
+            "Requests being handled right now, summed over the workers of each instance (the "
+            "scrape that reads it counts as one). Near the worker count means requests queue.",
             targets(
                 (
                     f"sum by (instance) (predictor_http_requests_in_flight{{{INST}}})",
