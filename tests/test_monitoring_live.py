@@ -25,7 +25,7 @@ import re
 import shutil
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,7 +36,7 @@ import requests
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from tools.stack import Gunicorn, Prometheus, RedisServer, StackError, free_port
+from tools.stack import Gunicorn, Prometheus, RedisServer, StackError, free_port, wait_until
 
 REPO = Path(__file__).resolve().parents[1]
 MONITORING = REPO / "monitoring"
@@ -85,13 +85,14 @@ class Live:
         """Until Prometheus has scraped every api instance after this moment."""
         since = time.time()
         expr = f'count(timestamp(up{{job="api"}}) > {since}) == {len(self.instances)}'
-        wait_for(lambda: bool(self.query(expr)), 15, "a scrape of every api instance")
+        wait_until(
+            lambda: bool(self.query(expr)), 15, "a scrape of every api instance", interval=0.2
+        )
 
     def query_range(self, expr: str) -> list[dict]:
         now = time.time()
-        return self.api("query_range", query=expr, start=now - RANGE_SECONDS, end=now, step="15s")[
-            "result"
-        ]
+        data = self.api("query_range", query=expr, start=now - RANGE_SECONDS, end=now, step="15s")
+        return data["result"]
 
 
 def run_cli(*args: str) -> None:
@@ -212,14 +213,6 @@ def drive_traffic(http: requests.Session, url: str) -> None:
     assert http.get(url + "/no-such-route", timeout=10).status_code == 404
 
 
-def wait_for(check, timeout: float, what: str | Callable[[], str]) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout:g}s: {what() if callable(what) else what}")
-        time.sleep(0.25)
-
-
 def serves(http: requests.Session, url: str, model: str, version: str) -> bool:
     row = IRIS_ROWS[1] if model == "iris" else DIABETES_ROWS[1]
     response = http.post(f"{url}/v1/models/{model}:predict", json={"instances": [row]}, timeout=5)
@@ -263,11 +256,11 @@ def live(demo_store_template: Path, tmp_path_factory: pytest.TempPathFactory) ->
         # The promotion: a's store now says version 2.
         run_cli("promote", "--store", str(stores["a"]), "iris", "2")
         run_cli("promote", "--store", str(stores["a"]), "diabetes", "2")
-        wait_for(lambda: serves(http, a.url, "iris", "2"), 15, "a serves iris version 2")
-        wait_for(lambda: serves(http, a.url, "diabetes", "2"), 15, "a serves diabetes 2")
+        wait_until(lambda: serves(http, a.url, "iris", "2"), 15, "a serves iris version 2")
+        wait_until(lambda: serves(http, a.url, "diabetes", "2"), 15, "a serves diabetes 2")
         # A damaged version: refused, version 2 keeps serving.
         run_cli("promote", "--store", str(stores["a"]), "iris", "3")
-        wait_for(
+        wait_until(
             lambda: "predictor_model_load_failures_total{" in http.get(a.url + "/metrics").text,
             15,
             "a refuses iris version 3",
@@ -297,7 +290,12 @@ def live(demo_store_template: Path, tmp_path_factory: pytest.TempPathFactory) ->
             missing[:] = [what for what, expr in expected.items() if not live.query(expr)]
             return not missing
 
-        wait_for(settled, 30, lambda: f"Prometheus shows {missing}")
+        try:
+            wait_until(
+                settled, 30, "Prometheus saw the last traffic and ran the rules", interval=0.25
+            )
+        except StackError as e:
+            raise StackError(f"{e}; still missing: {missing}") from None
         live.metrics_text = {
             n: http.get(g.url + "/metrics").text for n, g in live.instances.items()
         }
