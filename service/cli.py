@@ -76,6 +76,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--description", default="")
     p.add_argument("--promote", action="store_true", help="make it the current version")
+    p.add_argument(
+        "--no-compile", action="store_true", help="skip the ONNX graph (serve with scikit-learn)"
+    )
 
     p = command("models", _models, "list models, versions, current version and metrics")
     p.add_argument("--json", action="store_true", help="print JSON")
@@ -117,7 +120,19 @@ def _train_demo(args: argparse.Namespace) -> int:
             f"published {manifest.name} version {manifest.version} "
             f"({manifest.estimator}, {_metrics_text(manifest.metrics)}) and made it current"
         )
+        print(f"  {_compiled_text(manifest.compiled)}")
     return 0
+
+
+def _compiled_text(record: dict[str, Any] | None) -> str:
+    if not record:
+        return "not compiled: serves with scikit-learn"
+    if record.get("ok"):
+        return (
+            f"compiled to ONNX, verified on {record['rows_checked']:,} rows: "
+            f"{record['mismatches']} mismatches, max diff {record['max_abs_diff']:.2g}"
+        )
+    return f"serves with scikit-learn: {record.get('reason')}"
 
 
 def _publish(args: argparse.Namespace) -> int:
@@ -145,6 +160,7 @@ def _publish(args: argparse.Namespace) -> int:
             signing_key=settings.signing_key,
             description=args.description,
             promote=args.promote,
+            compile_graph=not args.no_compile,
         )
     except PublishError as exc:
         raise CliError(str(exc)) from exc
@@ -154,6 +170,7 @@ def _publish(args: argparse.Namespace) -> int:
         else f"(promote with: predictor promote {manifest.name} {manifest.version})"
     )
     print(f"published {manifest.name} version {manifest.version} {state}")
+    print(f"  {_compiled_text(manifest.compiled)}")
     if manifest.trusted_types:
         print(f"  trusted types recorded: {', '.join(manifest.trusted_types)}")
     return 0

@@ -16,6 +16,7 @@ import numpy as np
 import orjson
 
 from .cache import PredictionCache
+from .errors import PredictorError
 from .registry import LoadedModel
 
 
@@ -110,7 +111,14 @@ class PredictionCore:
         model: LoadedModel, rows: np.ndarray, with_proba: bool
     ) -> tuple[list[Any], list[list[float]] | None]:
         start = time.perf_counter()
-        predictions, proba = model.runtime.run(rows, with_proba)
+        try:
+            predictions, proba = model.runtime.run(rows, with_proba)
+        except Exception as exc:
+            # Rows passed the schema but the model refuses them (e.g. an unseen category
+            # with handle_unknown="error"): the client's input, not a server fault.
+            raise PredictorError(
+                422, "model_rejected_input", f"the model cannot predict these rows: {exc}"
+            ) from exc
         model.m_inference.observe(time.perf_counter() - start)
         return predictions.tolist(), (proba.tolist() if proba is not None else None)
 

@@ -75,7 +75,14 @@ def post_fork(server, worker) -> None:  # noqa: ANN001
     from service.state import state
     from service.wsgi import app
 
-    state(app).registry.start_watcher()
+    registry = state(app).registry
+    # A worker forked after a promotion (max_requests recycling) holds the master's preloaded
+    # version: swap before the first request, not at the first poll.
+    try:
+        registry.refresh()
+    except Exception:  # the watcher retries; a bad store read must not stop the worker
+        server.log.exception("model store refresh at worker start failed")
+    registry.start_watcher()
 
 
 def child_exit(server, worker) -> None:  # noqa: ANN001

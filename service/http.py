@@ -89,6 +89,9 @@ def install(app: Flask, max_bytes: int, api_keys: ApiKeys | None = None) -> None
                 ", ".join(sorted(exc.valid_methods or [])) if hasattr(exc, "valid_methods") else ""
             )
             message = f"{request.method} is not allowed on {request.path}; use {allowed}"
+            # RFC 9110: a 405 lists the allowed methods.
+            body = {"error": {"code": code, "message": message}}
+            return json_response(body, 405, headers={"Allow": allowed})
         return json_response({"error": {"code": code, "message": message}}, exc.code or 500)
 
     @app.errorhandler(Exception)

@@ -88,7 +88,7 @@ CACHE_ERRORS = Counter(
 MODEL_INFO = Gauge(
     "predictor_model_info",
     "1 for the version each worker (pid label) serves now, 0 for versions it served before.",
-    ["model", "version", "sha256", "runtime"],
+    ["model", "version", "sha256", "runtime", "runtime_reason"],
     multiprocess_mode="liveall",
 )
 MODEL_LOADS = Counter(

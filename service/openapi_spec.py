@@ -55,8 +55,10 @@ PROBABILITIES = {
     "description": "true: also return class probabilities (classifiers).",
     "schema": {"type": "string", "enum": ["true", "false"]},
 }
+NO_KEY = "API keys are configured (PREDICTOR_API_KEYS) and none or a wrong one was sent."
 BODY_ERRORS = {
     400: "Bad input: the message says what was wrong and what is expected.",
+    401: NO_KEY,
     404: "Unknown model or version.",
     413: "Too many rows or too large a body.",
     415: "Body is not JSON.",
@@ -64,6 +66,7 @@ BODY_ERRORS = {
 }
 V2_INFER_ERRORS = {
     400: "Bad tensors: the message says which input and why.",
+    401: NO_KEY,
     404: "Unknown model or version.",
     413: "Too many rows or too large a body.",
     415: "Unsupported Content-Encoding.",
@@ -142,7 +145,7 @@ SCHEMAS: dict[str, Any] = {
         "type": "object",
         "required": ["instances"],
         "properties": {
-            "instances": {"type": "array", "items": _row},
+            "instances": {"type": "array", "items": _row, "minItems": 1},
             "probabilities": {"type": "boolean"},
         },
         "example": {"instances": [[5.1, 3.5, 1.4, 0.2]], "probabilities": True},
@@ -266,9 +269,14 @@ SCHEMAS: dict[str, Any] = {
         "properties": {
             "name": {
                 "type": "string",
+                "minLength": 1,
                 "description": "input-0 for one [N, F] tensor, or a feature name.",
             },
-            "shape": {"type": "array", "items": {"type": "integer", "minimum": 0}},
+            "shape": {
+                "type": "array",
+                "items": {"type": "integer", "minimum": 0},
+                "minItems": 1,
+            },
             "datatype": {
                 "enum": [
                     "BOOL",
@@ -407,6 +415,7 @@ def _v1_predict(summary: str, params: list[dict[str, Any]]) -> dict[str, Any]:
             },
             parameters=[*params, PROBABILITIES],
             requestBody=_body("PredictRequest"),
+            security=PREDICTION_SECURITY,
         )
     }
 
@@ -466,9 +475,13 @@ def _v2_infer(summary: str, params: list[dict[str, Any]]) -> dict[str, Any]:
             {"200": ok, **_errors("V2Error", V2_INFER_ERRORS)},
             parameters=[*params, header],
             requestBody=_body("InferRequest"),
+            security=PREDICTION_SECURITY,
         )
     }
 
+
+# No key needed unless PREDICTOR_API_KEYS is set; then X-API-Key or a bearer key.
+PREDICTION_SECURITY: list[dict[str, list[str]]] = [{}, {"apiKey": []}, {"apiKeyBearer": []}]
 
 REPOSITORY_ERRORS = {
     400: "Bad body.",
@@ -522,6 +535,7 @@ def build_spec() -> dict[str, Any]:
                 {"200": _json(_ref("SeedResponse"), "Predictions."), **errors_predict},
                 parameters=[PROBABILITIES],
                 requestBody=_body("SeedRequest"),
+                security=PREDICTION_SECURITY,
             )
         },
         "/v1/models": {
@@ -663,11 +677,17 @@ def build_spec() -> dict[str, Any]:
         "components": {
             "schemas": SCHEMAS,
             "securitySchemes": {
+                "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
+                "apiKeyBearer": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "An API key as a bearer token (prediction routes).",
+                },
                 "adminToken": {
                     "type": "http",
                     "scheme": "bearer",
                     "description": "PREDICTOR_ADMIN_TOKEN",
-                }
+                },
             },
         },
     }

@@ -23,6 +23,8 @@ from .manifest import ArtifactFormat, Feature, Manifest
 from .signing import file_sha256, sign
 from .store import ModelStore, check_name
 
+COMPILED_ARTIFACT = "model.onnx"
+
 
 class PublishError(Exception):
     """Publishing refused; the message says why in one line."""
@@ -90,6 +92,8 @@ def publish_estimator(
     signing_key: bytes | None = None,
     description: str = "",
     promote: bool = False,
+    compile_graph: bool = True,
+    held_out: Any = None,
 ) -> Manifest:
     """Write a new version of ``name`` and optionally make it current."""
     check_name("model", name)
@@ -133,6 +137,8 @@ def publish_estimator(
             sample_input=sample,
             description=description,
         )
+        if compile_graph:
+            manifest.compiled = _compile(estimator, features, task, sample, held_out, staging)
         if signing_key:
             manifest.signature = sign(signing_key, manifest.signed_fields())
         manifest.write(staging)
@@ -151,6 +157,28 @@ def publish_estimator(
     if promote:
         store.promote(name, version)
     return manifest
+
+
+def _compile(
+    estimator: Any,
+    features: list[Feature],
+    task: str,
+    sample: list[list[Any]],
+    held_out: Any,
+    directory: Path,
+) -> dict[str, Any]:
+    """Convert to ONNX and verify it against the estimator; the record says how it went."""
+    from .compiled import compile_estimator
+
+    graph, verification = compile_estimator(
+        estimator, features, task=task, sample_rows=sample, held_out=held_out
+    )
+    record = verification.to_dict()
+    if graph is not None:
+        path = directory / COMPILED_ARTIFACT
+        path.write_bytes(graph)
+        record.update(artifact=path.name, sha256=file_sha256(path))
+    return record
 
 
 def _dump(estimator: Any, directory: Path, fmt: ArtifactFormat) -> tuple[Path, list[str]]:

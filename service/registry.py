@@ -16,12 +16,13 @@ import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from . import metrics
-from .artifacts import load_estimator
+from .artifacts import artifact_path, check_digest, check_signature, load_estimator
 from .errors import ArtifactRejected, PredictorError, not_found
 from .manifest import Manifest
 from .runtime import ModelRuntime, SklearnRuntime
@@ -65,6 +66,11 @@ class LoadedModel:
         self.m_label = {
             label: metrics.PREDICTIONS.labels(m.name, m.version, label) for label in self.labels
         }
+
+    @property
+    def runtime_reason(self) -> str:
+        """Why the compiled graph does not serve (empty when it does)."""
+        return getattr(self.runtime, "reason", "")
 
     def describe(self) -> dict[str, Any]:
         m = self.manifest
@@ -306,12 +312,58 @@ class ModelRegistry:
         return model
 
 
-def build_runtime(version_dir: Any, manifest: Manifest, settings: Settings) -> ModelRuntime:
-    """The runtime a version serves with: sklearn here; compiled graphs plug in here."""
+def build_runtime(version_dir: Path, manifest: Manifest, settings: Settings) -> ModelRuntime:
+    """The runtime a version serves with.
+
+    ``auto`` serves the verified ONNX graph when there is one (the estimator is then
+    never unpickled at all) and scikit-learn otherwise; ``onnx`` refuses a version
+    without a usable graph; ``sklearn`` always loads the estimator.
+    """
+    wanted = settings.runtime_for(manifest.name)
+    if wanted != "sklearn":
+        usable, why = compiled_graph_usable(manifest)
+        if usable:
+            return _onnx_runtime(version_dir, manifest, settings)
+        if wanted == "onnx":
+            raise ArtifactRejected("no_compiled_graph", f"runtime onnx forced, but {why}")
+        fallback_reason = why
+    else:
+        fallback_reason = "runtime sklearn chosen by settings"
     estimator = load_estimator(
         version_dir, manifest, settings.signing_key, settings.ALLOW_UNSIGNED_PICKLE
     )
-    return SklearnRuntime(estimator, manifest)
+    runtime = SklearnRuntime(estimator, manifest)
+    runtime.reason = fallback_reason
+    return runtime
+
+
+def compiled_graph_usable(manifest: Manifest) -> tuple[bool, str]:
+    """Whether the manifest's compiled graph may serve, and if not, why."""
+    record = manifest.compiled
+    if not record:
+        return False, "no compiled graph was published"
+    if not record.get("ok") or not record.get("sha256"):
+        return False, f"the graph failed verification at publish: {record.get('reason')}"
+    from .compiled import runtime_version
+
+    if record.get("runtime_version") != runtime_version():
+        return False, (
+            f"the graph was verified with {record.get('runtime_version')}, "
+            f"this service runs {runtime_version()}"
+        )
+    return True, ""
+
+
+def _onnx_runtime(version_dir: Path, manifest: Manifest, settings: Settings) -> ModelRuntime:
+    from .onnx_runtime import OnnxRuntime
+
+    record = manifest.compiled or {}
+    path = artifact_path(version_dir, manifest, record.get("artifact", "model.onnx"))
+    check_digest(path, record["sha256"])
+    check_signature(manifest, settings.signing_key)
+    return OnnxRuntime(
+        path.read_bytes(), manifest.features, manifest.task, manifest.classes, intra_op_threads=1
+    )
 
 
 def _smoke_test(model: LoadedModel) -> None:
@@ -329,9 +381,9 @@ def _smoke_test(model: LoadedModel) -> None:
         raise ArtifactRejected("smoke_test_failed", "sample prediction is not finite")
 
 
-def _info_labels(model: LoadedModel) -> tuple[str, str, str, str]:
+def _info_labels(model: LoadedModel) -> tuple[str, str, str, str, str]:
     m = model.manifest
-    return (m.name, m.version, m.sha256[:12], model.runtime.name)
+    return (m.name, m.version, m.sha256[:12], model.runtime.name, model.runtime_reason)
 
 
 def _info_gauge(model: LoadedModel) -> Any:

@@ -48,6 +48,7 @@ class SklearnRuntime:
     """Calls the fitted scikit-learn estimator or Pipeline."""
 
     name = "sklearn"
+    reason = ""  # why a compiled graph does not serve instead (set by the registry)
 
     def __init__(self, estimator: Any, manifest: Manifest) -> None:
         self.estimator = estimator

@@ -12,7 +12,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -69,6 +69,26 @@ class Settings(BaseSettings):
     RUNTIME: Literal["auto", "sklearn", "onnx"] = Field(
         "auto", description="Runtime for every model: auto prefers a verified compiled graph."
     )
+    RUNTIME_OVERRIDES: str = Field(
+        "", description="Per-model runtime, e.g. iris=sklearn,iris-rf=onnx (beats RUNTIME)."
+    )
+
+    @field_validator("RUNTIME_OVERRIDES")
+    @classmethod
+    def _check_overrides(cls, value: str) -> str:
+        for item in filter(None, (i.strip() for i in value.split(","))):
+            name, _, runtime = item.partition("=")
+            if not name or runtime not in ("auto", "sklearn", "onnx"):
+                raise ValueError(f"{item!r}: expected model=auto|sklearn|onnx")
+        return value
+
+    def runtime_for(self, model: str) -> str:
+        """The runtime setting that applies to ``model``."""
+        for item in self.RUNTIME_OVERRIDES.split(","):
+            name, _, runtime = item.strip().partition("=")
+            if name == model and runtime in ("auto", "sklearn", "onnx"):
+                return runtime
+        return self.RUNTIME
 
     # --- process ---------------------------------------------------------
     BIND: str = Field("127.0.0.1:8000", description="Address gunicorn listens on.")

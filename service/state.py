@@ -62,6 +62,7 @@ class ServiceState:
             "current_version": current,
             "serving_version": loaded.version if loaded else None,
             "runtime": loaded.runtime.name if loaded else None,
+            "runtime_reason": loaded.runtime_reason if loaded else None,
             "versions": [
                 {
                     "version": m.version,

@@ -43,7 +43,7 @@ def plant_pickle_bomb(store: ModelStore, name: str, version: str, marker: Path, 
     artifact.write_bytes(pickle.dumps(_RunsCode(marker)))
     fields = source.model_dump(mode="json") | {
         "version": version, "format": "joblib", "artifact": "model.joblib",
-        "sha256": file_sha256(artifact), "signature": None, "trusted_types": [],
+        "sha256": file_sha256(artifact), "signature": None, "trusted_types": [], "compiled": None,
     } | manifest_extra  # fmt: skip
     (directory / "manifest.json").write_text(json.dumps(fields))
     return directory

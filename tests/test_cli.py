@@ -39,9 +39,11 @@ def test_publish_list_promote_rollback(store_dir, pipeline_file):
     run("publish", str(pipeline_file), "--name", "body", store=store_dir)
     listing = run("models", store=store_dir).stdout
     assert "body" in listing and "Pipeline" in listing and "iris" in listing
-    assert run("promote", "body", "2", store=store_dir).stdout.strip() == (
-        "body: current version is now 2"
-    )
+    promoted = run("promote", "body", "2", store=store_dir).stdout.splitlines()
+    assert promoted == [
+        "body: current version is now 2",
+        "  workers pick it up within 1s (store polling)",
+    ]
     assert "rolled back from version 2 to 1" in run("rollback", "body", store=store_dir).stdout
     assert (store_dir / "body" / "current").read_text().strip() == "1"
 

@@ -163,6 +163,8 @@ def _decode_input(i: int, raw: Any, binary: memoryview) -> tuple[Tensor, int]:
             f"{where}: datatype {datatype!r} is not supported; use one of {', '.join(DATATYPES)}",
         )
     shape = raw.get("shape")
+    if isinstance(shape, list):  # 3.0 is an integer in JSON Schema, so accept it as one
+        shape = [int(d) if type(d) is float and d.is_integer() else d for d in shape]
     if (
         not isinstance(shape, list)
         or not shape
