@@ -52,8 +52,9 @@ PROBABILITIES = {
     "name": "probabilities",
     "in": "query",
     "required": False,
-    "description": "true: also return class probabilities (classifiers).",
-    "schema": {"type": "string", "enum": ["true", "false"]},
+    "description": "true, 1 or yes: also return class probabilities (classifiers); "
+    "any other value: no probabilities.",
+    "schema": {"type": "string", "examples": ["true"]},
 }
 NO_KEY = "API keys are configured (PREDICTOR_API_KEYS) and none or a wrong one was sent."
 BODY_ERRORS = {
@@ -62,6 +63,7 @@ BODY_ERRORS = {
     404: "Unknown model or version.",
     413: "Too many rows or too large a body.",
     415: "Body is not JSON.",
+    422: "The model itself refused the rows (e.g. an unseen category it cannot encode).",
     503: "The model is not loaded (refused or unloaded).",
 }
 V2_INFER_ERRORS = {
@@ -70,6 +72,7 @@ V2_INFER_ERRORS = {
     404: "Unknown model or version.",
     413: "Too many rows or too large a body.",
     415: "Unsupported Content-Encoding.",
+    422: "The model itself refused the rows (e.g. an unseen category it cannot encode).",
     503: "The model is not loaded.",
 }
 

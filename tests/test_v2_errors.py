@@ -466,3 +466,58 @@ def test_string_features_as_bytes(tmp_path):
         assert (
             error.status_code == 400 and "BYTES data must be strings" in error.get_json()["error"]
         )
+
+
+@pytest.mark.parametrize(
+    ("token", "headers", "status", "words"),
+    [
+        (None, {"Authorization": "Bearer anything"}, 403, "set PREDICTOR_ADMIN_TOKEN"),
+        ("s3cret", {}, 401, "missing credentials"),
+        ("s3cret", {"Authorization": "Basic czNjcmV0"}, 401, "missing credentials"),
+        ("s3cret", {"Authorization": "Bearer s3cre"}, 403, "not valid"),
+        ("s3cret", {"Authorization": "Bearer s3cret "}, 200, ""),
+    ],
+    ids=["not configured", "no header", "wrong scheme", "wrong token", "right token"],
+)
+def test_repository_auth(demo_store_template, token, headers, status, words):
+    app = create_app(
+        Settings(MODEL_STORE=demo_store_template, ADMIN_TOKEN=token), load_models=False
+    )
+    with app.test_client() as c:
+        for url in (
+            "/v2/repository/index",
+            "/v2/repository/models/nope/load",
+            "/v2/repository/models/nope/unload",
+        ):
+            response = c.post(url, headers=headers)
+            expected = 404 if status == 200 and "nope" in url else status
+            assert response.status_code == expected, (url, response.get_data(as_text=True))
+            if expected == 401:
+                assert response.headers["WWW-Authenticate"].startswith("Bearer")
+            if status != 200:
+                assert words in response.get_json()["error"]
+
+
+def test_repository_unload_load_in_process(demo_store_template):
+    admin = {"Authorization": "Bearer t"}
+    app = create_app(Settings(MODEL_STORE=demo_store_template, ADMIN_TOKEN="t"))
+    with app.test_client() as c:
+        assert c.post("/v2/repository/models/iris/unload", headers=admin).status_code == 200
+        index = {m["name"]: m for m in c.post("/v2/repository/index", headers=admin).get_json()}
+        assert index["iris"] == {
+            "name": "iris",
+            "version": "1",
+            "state": "UNAVAILABLE",
+            "reason": "unloaded",
+        }
+        ready_only = c.post("/v2/repository/index", headers=admin, json={"ready": True}).get_json()
+        assert "iris" not in {m["name"] for m in ready_only} and len(ready_only) == 2
+        assert c.post(INFER, data=orjson.dumps(matrix([IRIS_ROW]))).status_code == 503
+        assert c.get("/v2/models/iris/ready").status_code == 503
+        loaded = c.post("/v2/repository/models/iris/load", headers=admin)
+        assert loaded.get_json() == {"name": "iris", "version": "1", "state": "READY"}
+        assert c.post(INFER, data=orjson.dumps(matrix([IRIS_ROW]))).status_code == 200
+        refused = c.post(
+            "/v2/repository/models/iris/load", headers=admin, json={"parameters": {"config": "{}"}}
+        )
+        assert refused.status_code == 400 and "not supported" in refused.get_json()["error"]

@@ -161,6 +161,38 @@ def test_the_servers_refusal_is_shown_next_to_the_field(page, server):
 test_the_servers_refusal_is_shown_next_to_the_field.expected_console_errors = ("status of 400",)
 
 
+def test_a_service_with_api_keys_gets_the_key_asked_for(page):
+    """A 401 (PREDICTOR_API_KEYS set) reveals the key field; the key goes in X-API-Key."""
+    _pick_iris(page)
+    seen: list[str | None] = []
+
+    def keyed(route):
+        key = route.request.headers.get("x-api-key")
+        seen.append(key)
+        if key != "k-123":
+            route.fulfill(
+                status=401,
+                content_type="application/json",
+                body=json.dumps({"error": {"code": "unauthorized", "message": "API key needed."}}),
+            )
+        else:
+            route.continue_()
+
+    page.route("**/v1/models/iris:predict", keyed)
+    expect(page.locator("#api-key")).to_be_hidden()
+    for name, value in IRIS.items():
+        _field(page, name).fill(value)
+    page.get_by_role("button", name="Predict").click()
+    expect(page.locator("#form-error")).to_contain_text("API key needed. Enter your API key")
+    page.get_by_label("API key").fill("k-123")
+    page.get_by_role("button", name="Predict").click()
+    expect(page.locator("#prediction")).to_have_text("setosa")
+    assert seen == [None, "k-123"]
+
+
+test_a_service_with_api_keys_gets_the_key_asked_for.expected_console_errors = ("status of 401",)
+
+
 def test_regressor_and_pinned_version(page):
     expect(page.locator("#model-select option")).to_have_count(3)
     page.select_option("#model-select", "diabetes")

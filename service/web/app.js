@@ -282,11 +282,17 @@ async function submit(event) {
   const button = $("predict-button");
   button.disabled = true;
   try {
-    const result = await getJSON(url, {
-      method: "POST",
-      headers: { "Content-Type": "application/json" },
-      body: JSON.stringify(body),
-    });
+    const headers = { "Content-Type": "application/json" };
+    const key = $("api-key").value.trim();
+    if (key) headers["X-API-Key"] = key;
+    const result = await getJSON(url, { method: "POST", headers, body: JSON.stringify(body) });
+    if (result.status === 401) {
+      // The service has API keys configured: ask for one instead of blaming the inputs.
+      $("api-key-row").hidden = false;
+      show($("form-error"), `${errorMessage(result)} Enter your API key and press Predict again.`);
+      $("api-key").focus();
+      return;
+    }
     if (!result.ok) {
       explainServerError(errorMessage(result));
       return;
