@@ -125,8 +125,10 @@ def publish_new_versions(store: Path) -> None:
         "--features", "age,sex,bmi,bp,s1,s2,s3,s4,s5,s6", "--sample", str(DIABETES_ROWS[:1]),
     )  # fmt: skip
     run_cli("publish", str(iris), "--store", str(store), "--name", "iris", *iris_args)
-    with open(store / "iris" / "3" / "model.skops", "ab") as artifact:
-        artifact.write(b"damaged in transit")
+    for artifact in (store / "iris" / "3").iterdir():  # every runtime's artifact
+        if artifact.name != "manifest.json":
+            with open(artifact, "ab") as damaged:
+                damaged.write(b"damaged in transit")
 
 
 def prometheus_config(run: Path, targets: list[str], prometheus_port: int, pods: Path) -> Path:
@@ -159,19 +161,36 @@ def prometheus_config(run: Path, targets: list[str], prometheus_port: int, pods:
     return path
 
 
+def api_pod_template() -> dict:
+    """The metadata (labels, annotations) of the api Deployment's pods in k8s/."""
+    docs = yaml.safe_load_all((REPO / "k8s" / "base" / "api-deployment.yaml").read_text())
+    (deployment,) = [d for d in docs if d and d["kind"] == "Deployment"]
+    return deployment["spec"]["template"]["metadata"]
+
+
+def discovery_labels(kind: str, values: dict[str, str]) -> dict[str, str]:
+    """Pod labels or annotations as Kubernetes discovery names them (non-word chars -> _)."""
+    return {f"__meta_kubernetes_pod_{kind}_{re.sub(r'[^A-Za-z0-9_]', '_', k)}": v
+            for k, v in values.items()}  # fmt: skip
+
+
 def kubernetes_pods(pods: Path, api_port: int) -> None:
-    def pod(name: str, **labels: str) -> dict:
+    """What pod discovery would report: the api pod with the labels and annotations of
+    the real Deployment (its port annotation pointed at the local gunicorn), and pods
+    that must be left alone."""
+    template = api_pod_template()
+    annotations = dict(template["annotations"], **{"prometheus.io/port": str(api_port)})
+
+    def pod(name: str, **changes: str) -> dict:
         meta = {
             "__meta_kubernetes_namespace": "predictor",
             "__meta_kubernetes_pod_name": name,
             "__meta_kubernetes_pod_node_name": "node-1",
             "__meta_kubernetes_pod_phase": "Running",
-            "__meta_kubernetes_pod_label_app_kubernetes_io_name": "predictor",
-            "__meta_kubernetes_pod_annotation_prometheus_io_scrape": "true",
-            "__meta_kubernetes_pod_annotation_prometheus_io_port": str(api_port),
-            "__meta_kubernetes_pod_annotation_prometheus_io_path": "/metrics",
+            **discovery_labels("label", template["labels"]),
+            **discovery_labels("annotation", annotations),
+            **changes,
         }
-        meta.update(labels)
         # Pod discovery's address: pod IP and the declared container port.
         return {"targets": ["127.0.0.1:8000"], "labels": meta}
 

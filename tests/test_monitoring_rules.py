@@ -190,3 +190,26 @@ def test_docs_have_a_line_per_alert():
     docs = (REPO / "docs" / "monitoring.md").read_text()
     lines = {line.split("|")[1].strip() for line in docs.splitlines() if line.startswith("| ")}
     assert set(alerts()) <= lines, f"no line in docs/monitoring.md for {set(alerts()) - lines}"
+
+
+def test_kubernetes_api_pods_carry_what_the_scrape_job_keeps():
+    """k8s/'s api pods: the label the job keeps, and annotations naming the real port."""
+    docs = yaml.safe_load_all((REPO / "k8s" / "base" / "api-deployment.yaml").read_text())
+    (deployment,) = [d for d in docs if d and d["kind"] == "Deployment"]
+    template = deployment["spec"]["template"]
+    job = next(
+        j
+        for j in yaml.safe_load(K8S_CONFIG.read_text())["scrape_configs"]
+        if j["job_name"] == "api"
+    )
+    kept_name = next(
+        r["regex"]
+        for r in job["relabel_configs"]
+        if r.get("source_labels") == ["__meta_kubernetes_pod_label_app_kubernetes_io_name"]
+    )
+    assert template["metadata"]["labels"]["app.kubernetes.io/name"] == kept_name
+    annotations = template["metadata"]["annotations"]
+    assert annotations["prometheus.io/scrape"] == "true"
+    assert annotations["prometheus.io/path"] == "/metrics"
+    ports = {p["containerPort"] for c in template["spec"]["containers"] for p in c.get("ports", [])}
+    assert int(annotations["prometheus.io/port"]) in ports

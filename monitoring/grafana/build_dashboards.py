@@ -553,12 +553,14 @@ def operator() -> dict[str, Any]:
         ),
         table(
             "Version each instance serves",
-            "One line per instance, model and version being served; Workers = how many "
-            "gunicorn workers serve it. Two versions of one model: a rollout in progress "
-            "(alert PredictorModelVersionSkew after 10m).",
+            "One line per instance, model and version being served, with its runtime (and "
+            "why, when it is not the compiled graph); Value = how many gunicorn workers serve "
+            "it. Two versions of one model: a rollout in progress (alert "
+            "PredictorModelVersionSkew after 10m).",
             targets(
                 (
-                    f"count by (instance, model, version, runtime, sha256) ({serving})",
+                    "count by (instance, model, version, runtime, runtime_reason, sha256) "
+                    f"({serving})",
                     "",
                 ),
                 instant=True,
