@@ -161,25 +161,10 @@ def prometheus_config(run: Path, targets: list[str], prometheus_port: int, pods:
     return path
 
 
-def api_pod_template() -> dict:
-    """The metadata (labels, annotations) of the api Deployment's pods in k8s/."""
-    docs = yaml.safe_load_all((REPO / "k8s" / "base" / "api-deployment.yaml").read_text())
-    (deployment,) = [d for d in docs if d and d["kind"] == "Deployment"]
-    return deployment["spec"]["template"]["metadata"]
-
-
-def discovery_labels(kind: str, values: dict[str, str]) -> dict[str, str]:
-    """Pod labels or annotations as Kubernetes discovery names them (non-word chars -> _)."""
-    return {f"__meta_kubernetes_pod_{kind}_{re.sub(r'[^A-Za-z0-9_]', '_', k)}": v
-            for k, v in values.items()}  # fmt: skip
-
-
 def kubernetes_pods(pods: Path, api_port: int) -> None:
-    """What pod discovery would report: the api pod with the labels and annotations of
-    the real Deployment (its port annotation pointed at the local gunicorn), and pods
-    that must be left alone."""
-    template = api_pod_template()
-    annotations = dict(template["annotations"], **{"prometheus.io/port": str(api_port)})
+    """What pod discovery would report: an api pod labelled and annotated as in
+    k8s/base/api-deployment.yaml (tests/test_monitoring_rules.py holds the two together),
+    its port annotation pointed at the local gunicorn; and pods to leave alone."""
 
     def pod(name: str, **changes: str) -> dict:
         meta = {
@@ -187,8 +172,11 @@ def kubernetes_pods(pods: Path, api_port: int) -> None:
             "__meta_kubernetes_pod_name": name,
             "__meta_kubernetes_pod_node_name": "node-1",
             "__meta_kubernetes_pod_phase": "Running",
-            **discovery_labels("label", template["labels"]),
-            **discovery_labels("annotation", annotations),
+            "__meta_kubernetes_pod_label_app_kubernetes_io_name": "predictor",
+            "__meta_kubernetes_pod_label_app_kubernetes_io_component": "api",
+            "__meta_kubernetes_pod_annotation_prometheus_io_scrape": "true",
+            "__meta_kubernetes_pod_annotation_prometheus_io_port": str(api_port),
+            "__meta_kubernetes_pod_annotation_prometheus_io_path": "/metrics",
             **changes,
         }
         # Pod discovery's address: pod IP and the declared container port.
