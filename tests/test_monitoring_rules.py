@@ -194,7 +194,9 @@ def test_docs_have_a_line_per_alert():
 
 def test_kubernetes_api_pods_carry_what_the_scrape_job_keeps():
     """k8s/'s api pods: the label the job keeps, and annotations naming the real port."""
-    docs = yaml.safe_load_all((REPO / "k8s" / "base" / "api-deployment.yaml").read_text())
+    manifest = REPO / "k8s" / "base" / "api-deployment.yaml"
+    assert manifest.is_file(), f"{manifest} is missing: the api Deployment to cross-check"
+    docs = yaml.safe_load_all(manifest.read_text())
     (deployment,) = [d for d in docs if d and d["kind"] == "Deployment"]
     template = deployment["spec"]["template"]
     job = next(
