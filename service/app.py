@@ -39,23 +39,8 @@ def create_app(settings: Settings | None = None, *, load_models: bool = True) ->
         app, settings.MAX_BODY_BYTES, ApiKeys.parse(settings.API_KEYS, settings.API_KEYS_FILE)
     )
 
-    from .protocols import health, seed, v1
+    from .protocols import health, openapi, repository, seed, v1, v2, web
 
-    for module in (health, seed, v1):
+    for module in (health, seed, v1, v2, repository, openapi, web):
         app.register_blueprint(module.bp)
-    _register_optional(app)
     return app
-
-
-def _register_optional(app: Flask) -> None:
-    """Protocols that live in their own modules (V2, repository, OpenAPI, web page)."""
-    import importlib
-
-    for module_name in ("v2", "repository", "openapi", "web"):
-        try:
-            module = importlib.import_module(f".protocols.{module_name}", __package__)
-        except ModuleNotFoundError as exc:
-            if exc.name and exc.name.endswith(f"protocols.{module_name}"):
-                continue
-            raise
-        app.register_blueprint(module.bp)
