@@ -30,6 +30,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +40,10 @@ NGINX_DIR = REPO / "nginx"
 NGINX_TEMPLATE = NGINX_DIR / "predictor.conf.template"
 NGINX_MAIN_TEMPLATE = NGINX_DIR / "local-main.conf.template"
 NGINX_DEFAULTS = NGINX_DIR / "defaults.env"
+# Optional TLS: server-context directives included by the public server when rendered.
+NGINX_TLS_TEMPLATE = NGINX_DIR / "tls.inc.template"
+NGINX_TLS_DEFAULTS = NGINX_DIR / "tls.env"
+NGINX_TLS_SNIPPET = "predictor-tls.inc"
 
 # Where each Debian package's binary comes from, for a helpful error message.
 BINARIES = {"redis-server": "redis-server", "nginx": "nginx", "prometheus": "prometheus"}
@@ -547,8 +552,21 @@ class Gunicorn(ManagedProcess):
         super().stop(timeout)
 
 
+@dataclass(frozen=True)
+class TlsFiles:
+    """A PEM certificate (chain) and its private key, as mounted files."""
+
+    certificate: Path
+    key: Path
+
+
 class Nginx(ManagedProcess):
-    """nginx from nginx/predictor.conf.template, all its files under ``run_dir/<name>/``."""
+    """nginx from nginx/predictor.conf.template, all its files under ``run_dir/<name>/``.
+
+    With ``tls`` the public server also listens with TLS on ``tls_port``
+    (nginx/tls.inc.template rendered into the prefix); without it no TLS directive
+    is in the config at all.
+    """
 
     name = "nginx"
     executable = "nginx"
@@ -562,12 +580,16 @@ class Nginx(ManagedProcess):
         internal_port: int | None = None,
         values: Mapping[str, object] | None = None,
         name: str | None = None,
+        tls: TlsFiles | None = None,
+        tls_port: int | None = None,
     ) -> None:
         super().__init__(run_dir, name)
         self.upstreams = list(upstreams)
         self.port = port or free_port()
         self.internal_port = internal_port or free_port()
         self.overrides: dict[str, object] = dict(values or {})
+        self.tls = tls
+        self.tls_port = (tls_port or free_port()) if tls else None
 
     def _is_ours(self, pid: int) -> bool:
         # The master renames itself "nginx: master process nginx -c CONF -p PREFIX/ ...".
@@ -615,20 +637,47 @@ class Nginx(ManagedProcess):
     def internal_url(self) -> str:
         return f"http://127.0.0.1:{self.internal_port}"
 
+    @property
+    def tls_url(self) -> str:
+        if not self.tls:
+            raise StackError(f"{self.name} was started without TLS")
+        return f"https://127.0.0.1:{self.tls_port}"
+
+    @property
+    def tls_conf(self) -> Path:
+        return self.prefix / NGINX_TLS_SNIPPET
+
     def values(self) -> dict[str, str]:
         return nginx_values(
             NGINX_LISTEN_PORT=f"127.0.0.1:{self.port}",
             NGINX_INTERNAL_LISTEN=f"127.0.0.1:{self.internal_port}",
             NGINX_UPSTREAM_SERVERS=upstream_servers(self.upstreams),
             NGINX_ACCESS_LOG=str(self.access_log),
+            # A glob: matches the TLS snippet when there is one, else nothing.
+            NGINX_TLS_INCLUDE=str(self.prefix / NGINX_TLS_SNIPPET.replace(".inc", "*.inc")),
             **self.overrides,
         )
 
+    def tls_values(self) -> dict[str, str]:
+        assert self.tls is not None
+        values = read_env_file(NGINX_TLS_DEFAULTS)
+        values.update(
+            NGINX_TLS_LISTEN=f"127.0.0.1:{self.tls_port}",
+            NGINX_TLS_CERTIFICATE=str(Path(self.tls.certificate).resolve()),
+            NGINX_TLS_CERTIFICATE_KEY=str(Path(self.tls.key).resolve()),
+        )
+        return values
+
     def write_config(self) -> Path:
-        """Render both config files into the prefix; return the main one."""
+        """Render the config files into the prefix; return the main one."""
         for sub in ("tmp",):
             (self.prefix / sub).mkdir(parents=True, exist_ok=True)
         self.site_conf.write_text(render_nginx_config(NGINX_TEMPLATE.read_text(), self.values()))
+        if self.tls:
+            tls = render_nginx_config(NGINX_TLS_TEMPLATE.read_text(), self.tls_values())
+            self.tls_conf.write_text(tls)
+        else:
+            self.tls_conf.unlink(missing_ok=True)  # a TLS run before in the same prefix
         user = getpass.getuser()
         group = grp.getgrgid(os.getegid()).gr_name
         main = render_nginx_config(
@@ -666,10 +715,11 @@ class Nginx(ManagedProcess):
         self.check_config()
         self._spawn(self._cli())
         try:
+            ports = [self.port, self.internal_port] + ([self.tls_port] if self.tls_port else [])
             wait_until(
-                lambda: port_open(self.port) and port_open(self.internal_port),
+                lambda: all(port_open(p) for p in ports),
                 timeout,
-                f"nginx listens on {self.port} and {self.internal_port}",
+                f"nginx listens on {', '.join(map(str, ports))}",
                 self.alive,
             )
         except StackError as e:
