@@ -8,36 +8,41 @@
 # at a mirror when set (empty: pip's default index).
 ARG BASE_IMAGE=python:3.11-slim-bookworm
 
-# --- build: a virtualenv with the pinned dependencies, then the package ----------
-FROM ${BASE_IMAGE} AS build
+# --- deps: a virtualenv with the pinned dependencies -------------------------------
+FROM ${BASE_IMAGE} AS deps
 ARG PIP_INDEX_URL=
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_NO_CACHE_DIR=1 \
     PYTHONDONTWRITEBYTECODE=1
 WORKDIR /src
-# Dependencies first, from pyproject.toml alone: this layer is reused until the pins change.
+# From pyproject.toml alone: this stage (and the runtime layer copied from it) is
+# reused until the pins change, whatever happens to the code.
 COPY pyproject.toml ./
 RUN python3 -m venv /opt/venv \
  && python3 -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" > requirements.txt \
  && /opt/venv/bin/pip install --no-cache-dir ${PIP_INDEX_URL:+--index-url "$PIP_INDEX_URL"} -r requirements.txt
+
+# --- build: the package as a wheel, and the demo models trained with it ------------
+FROM deps AS build
 COPY README.md ./
 COPY service ./service
-RUN /opt/venv/bin/pip install --no-cache-dir --no-deps ${PIP_INDEX_URL:+--index-url "$PIP_INDEX_URL"} . \
- && /opt/venv/bin/python -m compileall -q /opt/venv/lib
+RUN /opt/venv/bin/pip wheel --no-cache-dir --no-deps ${PIP_INDEX_URL:+--index-url "$PIP_INDEX_URL"} -w /wheels . \
+ && /opt/venv/bin/pip install --no-cache-dir --no-deps --no-index /wheels/*.whl \
+ && /opt/venv/bin/predictor train-demo --store /models
 
-# --- models: the demo models, the default content of the /models volume -----------
-FROM build AS models
-RUN /opt/venv/bin/predictor train-demo --store /models
-
-# --- runtime: no compilers, no pip cache, no root ----------------------------------
+# --- runtime: no build files, no pip cache, no root -------------------------------
 FROM ${BASE_IMAGE} AS runtime
 LABEL org.opencontainers.image.title="predictor" \
       org.opencontainers.image.description="Serve scikit-learn models: gunicorn + Flask, Redis cache, Prometheus metrics"
 RUN groupadd --system --gid 10001 predictor \
  && useradd --system --uid 10001 --gid predictor --home-dir /home/predictor \
             --create-home --shell /usr/sbin/nologin predictor
-COPY --from=build /opt/venv /opt/venv
-COPY --from=models --chown=10001:10001 /models /models
+# Big and stable first (the dependencies), small and changing last (the package, the models).
+COPY --from=deps /opt/venv /opt/venv
+COPY --from=build /wheels /tmp/wheels
+RUN /opt/venv/bin/pip install --no-cache-dir --no-deps --no-index /tmp/wheels/*.whl \
+ && rm -rf /tmp/wheels
+COPY --from=build --chown=10001:10001 /models /models
 # HOME for tools that write under it (gunicorn's control socket is off in its config,
 # so a read-only root filesystem works too). The multiprocess metrics directory is on
 # /dev/shm, a tmpfs in Docker, podman and Kubernetes alike; gunicorn's config wipes
