@@ -65,6 +65,13 @@ def cpu_used(before: dict[int, float], after: dict[int, float]) -> float:
     return sum(t - before.get(p, 0.0) for p, t in after.items())
 
 
+def machine_busy_seconds() -> float:
+    """CPU seconds all cores spent busy since boot (everything but idle and iowait)."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
+    return (sum(fields[:8]) - idle) / _TICK
+
+
 @dataclass
 class ProcMemory:
     pid: int

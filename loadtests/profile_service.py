@@ -109,12 +109,23 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--direct", action="store_true", help="load gunicorn, not nginx")
     p.add_argument("--runtime", default="sklearn")
     p.add_argument("--protocol", choices=["seed", "v1", "v2"], default="seed")
+    p.add_argument("--cache", choices=["redis", "local", "off"], default="redis")
+    p.add_argument(
+        "--idle", action="store_true", help="sample blocked threads too (wall time, not CPU)"
+    )
     p.add_argument("--store", type=Path, default=BENCH / "store")
     p.add_argument("--out", type=Path, default=RESULTS)
     args = p.parse_args(argv)
 
     ensure_store(args.store, [args.model])
-    server = OurStack(BENCH / "run", args.model, args.store.resolve(), args.runtime, args.protocol)
+    server = OurStack(
+        BENCH / "run",
+        args.model,
+        args.store.resolve(),
+        args.runtime,
+        args.protocol,
+        cache=args.cache,
+    )
     server.start()
     try:
         server.wait_ready(args.model, direct=args.direct)
@@ -127,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
             [
                 args.py_spy, "record", "--pid", str(server.gunicorn.pid), "--subprocesses",
                 "--nonblocking", "--rate", str(args.rate), "--duration", str(args.seconds),
-                "--format", "raw", "--output", str(raw),
+                "--format", "raw", "--output", str(raw), *(["--idle"] if args.idle else []),
             ],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         )  # fmt: skip
@@ -151,7 +162,8 @@ def main(argv: list[str] | None = None) -> int:
     rps = result["requests"] / (result["duration_us"] / 1e6)
     print(
         f"{args.model}, {args.rows} row(s), {args.mode}, "
-        f"{'gunicorn direct' if args.direct else 'through nginx'}, runtime {args.runtime}: "
+        f"{'gunicorn direct' if args.direct else 'through nginx'}, runtime {args.runtime}, "
+        f"cache {args.cache}: "
         f"{rps:.0f} req/s under py-spy (sampling slows it), "
         f"p50 {result['p50_us'] / 1000:.2f} ms"
     )
