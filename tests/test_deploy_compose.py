@@ -26,6 +26,7 @@ from pathlib import Path
 
 import pytest
 import requests
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "compose" / "local-stack.sh"
@@ -269,3 +270,135 @@ def test_prometheus_scrapes_every_replica_and_counts_requests(stack: Stack) -> N
             break
         time.sleep(1)
     assert now >= start + 20, f"{promql}: {start} -> {now} after 20 more requests"
+
+
+# --- the Kubernetes pod, rehearsed with the image just built --------------------------
+
+
+def _podman(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "CONTAINERS_CONF": str(ROOT / "compose" / "containers.conf")}
+    return subprocess.run(
+        ["podman", *args], env=env, capture_output=True, text=True, timeout=timeout
+    )
+
+
+def _wait_status(url: str, status: int, deadline_s: float) -> int | None:
+    deadline, last = time.monotonic() + deadline_s, None
+    while time.monotonic() < deadline:
+        try:
+            last = requests.get(url, timeout=2).status_code
+            if last == status:
+                return last
+        except requests.RequestException:
+            pass
+        time.sleep(0.3)
+    return last
+
+
+def test_k8s_dev_pod_runs_as_rendered(stack: Stack, tmp_path: Path) -> None:
+    """The dev overlay's api pod run the way a kubelet would: the select-models init
+    container, then the api, each with the rendered user, read-only root, dropped
+    capabilities, volumes, env and probes; then SIGTERM drains before it exits."""
+    from tests.test_deploy_k8s import api, container, container_env, kustomize
+
+    image = yaml.safe_load((ROOT / "compose" / "docker-compose.local.yml").read_text())
+    image = image["services"]["api"]["image"]
+    docs = kustomize(ROOT / "k8s" / "overlays" / "dev")
+    deployment = api(docs)
+    pod = deployment["spec"]["template"]["spec"]
+    sc = pod["securityContext"]
+    served = {}
+
+    volume_args: dict[str, tuple[str, ...]] = {}  # volume name -> how to mount it
+    for v in pod["volumes"]:
+        host = tmp_path / v["name"]
+        host.mkdir()
+        if "configMap" in v:
+            (cm,) = [
+                d
+                for d in docs
+                if d["kind"] == "ConfigMap" and d["metadata"]["name"] == v["configMap"]["name"]
+            ]
+            for key, value in cm["data"].items():
+                (host / key).write_text(value)
+            if v["name"] == "served-models":
+                served = cm["data"]
+        elif v.get("emptyDir", {}).get("medium") == "Memory":
+            volume_args[v["name"]] = ("tmpfs",)
+            continue
+        else:
+            assert "emptyDir" in v, f"dev uses no other volume kinds: {v}"
+            os.chown(host, sc["runAsUser"], sc["fsGroup"])
+            host.chmod(0o770)
+        volume_args[v["name"]] = (str(host),)
+
+    def run_args(c: dict) -> list[str]:
+        csc = c["securityContext"]
+        args = [
+            "--user", f"{sc['runAsUser']}:{sc['runAsGroup']}",
+            "--group-add", str(sc["fsGroup"]),
+            "--cap-drop", "ALL",
+            "--security-opt", "no-new-privileges",
+        ]  # fmt: skip
+        assert csc["readOnlyRootFilesystem"] and not csc["allowPrivilegeEscalation"]
+        args.append("--read-only")
+        for m in c["volumeMounts"]:
+            (source,) = volume_args[m["name"]]
+            if source == "tmpfs":
+                assert m["mountPath"] == "/dev/shm"
+                args += ["--shm-size", "64m"]
+            else:
+                args += ["-v", f"{source}:{m['mountPath']}:{'ro' if m.get('readOnly') else 'rw'}"]
+        for k, v in container_env(docs, c).items():
+            args += ["-e", f"{k}={v}"]
+        return args
+
+    (init,) = pod["initContainers"]
+    proc = _podman("run", "--rm", *run_args(init), image, *init["command"], timeout=120)
+    assert proc.returncode == 0, f"select-models failed:\n{proc.stdout}\n{proc.stderr}"
+    assert proc.stdout.count("select-models:") == len(served)
+
+    main = container(deployment, "api")
+    (port,) = [p["containerPort"] for p in main["ports"]]
+    host_port = _free_port()
+    name = f"predictor-k8s-rehearsal-{os.getpid()}"
+    proc = _podman(
+        "run", "-d", "--name", name, "-p", f"127.0.0.1:{host_port}:{port}",
+        *run_args(main), image,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    base = f"http://127.0.0.1:{host_port}"
+    try:
+        startup = main["startupProbe"]
+        budget = startup["periodSeconds"] * startup["failureThreshold"]
+        assert _wait_status(base + startup["httpGet"]["path"], 200, budget) == 200
+        assert _wait_status(base + main["readinessProbe"]["httpGet"]["path"], 200, 30) == 200
+        assert requests.get(base + main["livenessProbe"]["httpGet"]["path"], timeout=5).ok
+        r = _predict(base, [5.1, 3.5, 1.4, 0.2])
+        assert r.status_code == 200, r.text
+        assert r.headers["X-Model-Version"] == served["iris"]
+        # Redis (predictor-redis) does not exist here: the answer came from the model.
+
+        # What the kubelet does after preStop: SIGTERM. Readiness fails at once, the
+        # listener keeps serving for the drain time, then the process exits in time.
+        env = container_env(docs, main)
+        drain = float(env["PREDICTOR_DRAIN_SECONDS"])
+        grace = pod["terminationGracePeriodSeconds"]
+        started = time.monotonic()
+        assert _podman("kill", "--signal", "TERM", name).returncode == 0
+        assert _wait_status(base + "/readyz", 503, drain) == 503
+        assert _predict(base, [6.7, 3.0, 5.2, 2.3]).status_code == 200, "still serving"
+        while time.monotonic() - started < grace:
+            state = _podman("inspect", "--format", "{{.State.Status}}", name).stdout.strip()
+            if state in ("exited", "stopped"):
+                break
+            time.sleep(0.5)
+        elapsed = time.monotonic() - started
+        assert state in ("exited", "stopped"), f"still {state} after {elapsed:.0f}s"
+        assert elapsed >= drain - 0.5, "the listener closed before the drain ended"
+        code = _podman("inspect", "--format", "{{.State.ExitCode}}", name).stdout.strip()
+        assert code == "0", _podman("logs", name).stderr[-3000:]
+    finally:
+        logs = _podman("logs", name)
+        print(f"--- rehearsal pod logs ---\n{logs.stdout[-4000:]}{logs.stderr[-4000:]}")
+        _podman("rm", "-f", name)
