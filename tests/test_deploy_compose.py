@@ -110,6 +110,7 @@ def stack(request: pytest.FixtureRequest) -> Iterator[Stack]:
             "PREDICTOR_STACK_DIR": stack_dir,
             "PYTHON": sys.executable,
             "STACK_UP_TIMEOUT": str(UP_TIMEOUT - 30),
+            "STACK_TICKER_MAX_SECONDS": "1200",
         },
         http_port=0,
         prometheus_port=0,
