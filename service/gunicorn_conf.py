@@ -5,8 +5,10 @@ Run: ``gunicorn -c python:service.gunicorn_conf service.wsgi:app``.
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
+import sys
 import tempfile
 import time
 
@@ -89,3 +91,19 @@ def child_exit(server, worker) -> None:  # noqa: ANN001
     from service.metrics import mark_worker_dead
 
     mark_worker_dead(worker.pid)
+
+
+def worker_exit(server, worker) -> None:  # noqa: ANN001
+    """End a worker that served without running interpreter teardown.
+
+    onnxruntime's static destructors hang or abort (SIGABRT) in a forked child; the
+    worker has already finished its requests and its metrics live in mmap'd files, so
+    nothing is lost by skipping the teardown. A worker that never booted exits normally
+    so gunicorn still sees its boot-error status.
+    """
+    if not worker.booted:
+        return
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
