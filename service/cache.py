@@ -131,15 +131,52 @@ class RedisCache:
             )
 
 
+class TieredCache:
+    """A small per-worker LRU in front of Redis: a repeated row costs no round trip.
+
+    Entries never go stale (keys carry model, version and digest), so the near tier
+    needs no invalidation; it only bounds memory and keeps the TTL.
+    """
+
+    def __init__(self, near: LocalCache, far: RedisCache) -> None:
+        self.near = near
+        self.far = far
+        self.backend = far.backend
+
+    def get_many(self, keys: list[str]) -> list[bytes | None]:
+        found = self.near.get_many(keys)
+        missing = [i for i, value in enumerate(found) if value is None]
+        if not missing:
+            return found
+        remote = self.far.get_many([keys[i] for i in missing])
+        promote = {}
+        for i, value in zip(missing, remote, strict=True):
+            if value is not None:
+                found[i] = value
+                promote[keys[i]] = value
+        if promote:
+            self.near.set_many(promote)
+        return found
+
+    def set_many(self, items: dict[str, bytes]) -> None:
+        self.near.set_many(items)
+        self.far.set_many(items)
+
+
 def cache_from_settings(settings: Settings) -> PredictionCache | None:
     """The cache the settings ask for, or None when caching is off."""
     if not settings.CACHE_ENABLED:
         return None
     if settings.REDIS_URL:
-        return RedisCache(
+        redis = RedisCache(
             settings.REDIS_URL,
             settings.CACHE_TTL_SECONDS,
             settings.REDIS_TIMEOUT_MS,
             settings.REDIS_RETRY_SECONDS,
+        )
+        if settings.CACHE_NEAR_ENTRIES == 0:
+            return redis
+        return TieredCache(
+            LocalCache(settings.CACHE_NEAR_ENTRIES, settings.CACHE_TTL_SECONDS), redis
         )
     return LocalCache(settings.CACHE_MAX_ENTRIES, settings.CACHE_TTL_SECONDS)

@@ -31,6 +31,9 @@ class Settings(BaseSettings):
     )
     CACHE_TTL_SECONDS: int = Field(3600, ge=1, description="Lifetime of a cached prediction.")
     CACHE_MAX_ENTRIES: int = Field(100_000, ge=1, description="Size of the in-process LRU.")
+    CACHE_NEAR_ENTRIES: int = Field(
+        10_000, ge=0, description="Per-worker LRU in front of Redis (0 = Redis only)."
+    )
     REDIS_TIMEOUT_MS: int = Field(
         20, ge=1, description="Connect and read timeout for each Redis call."
     )

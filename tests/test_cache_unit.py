@@ -41,3 +41,20 @@ def test_redis_breaker_skips_a_dead_server_then_reconnects(tmp_path):
         assert time.perf_counter() - start < 0.1
     finally:
         redis.stop()
+
+
+def test_near_tier_answers_without_redis_and_fills_from_it(tmp_path):
+    from service.cache import TieredCache
+
+    redis = RedisServer(tmp_path).start()
+    try:
+        url = redis.url
+        writer = TieredCache(LocalCache(10, 60), RedisCache(url, 60, 20, 0.3))
+        reader = TieredCache(LocalCache(10, 60), RedisCache(url, 60, 20, 0.3))
+        writer.set_many({"a": b"1"})
+        assert reader.get_many(["a", "b"]) == [b"1", None]  # from Redis, now near too
+        redis.stop()
+        assert reader.get_many(["a"]) == [b"1"]  # no round trip needed
+        assert writer.get_many(["a"]) == [b"1"]
+    finally:
+        redis.stop()
