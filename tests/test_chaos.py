@@ -1,0 +1,164 @@
+"""The fault and abuse table, short form: `python -m tools.chaos --short` for real.
+
+Redis, two gunicorn pods, nginx and Locust (20 users, its own process) on loopback;
+every fault of `make chaos` runs, a few seconds each (~1.5 minutes in all). The run
+checks each row itself (tools/chaos.py); this module checks the outcome from the
+JSON it writes, and that the accounting cannot pass a failed request.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tools import chaos
+from tools.load_scenarios import Answer
+
+REPO = Path(__file__).resolve().parents[1]
+EXPECTED = {
+    "baseline", "redis-kill", "redis-pause", "worker-kill", "master-restart",
+    "promote-corrupt", "promote-tampered", "promote-pickle", "promote-skops-os-system",
+    "publish-full", "publish-readonly", "abuse-schemathesis", "abuse-10mb",
+    "abuse-million-rows", "abuse-rows", "abuse-nested", "abuse-slow-body", "abuse-flood",
+    "abuse-keys", "abuse-metrics",
+}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    out = tmp_path_factory.mktemp("chaos")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREDICTOR_", "LOCUST_"))}
+    result = subprocess.run(
+        [sys.executable, "-m", "tools.chaos", "--short", "--json-file", str(out / "rows.json"),
+         "--table-file", str(out / "table.md")],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert (out / "rows.json").exists(), result.stdout + result.stderr[-3000:]
+    data = json.loads((out / "rows.json").read_text())
+    data["returncode"], data["stdout"], data["stderr"] = (
+        result.returncode, result.stdout, result.stderr,
+    )  # fmt: skip
+    data["by_key"] = {r["key"]: r for r in data["rows"]}
+    return data
+
+
+def test_every_fault_ran_and_passed(report: dict) -> None:
+    assert set(report["by_key"]) == EXPECTED
+    failed = {r["key"]: r["problems"] for r in report["rows"] if not r["passed"]}
+    assert not failed and not report["problems"], (failed, report["problems"])
+    assert report["returncode"] == 0, report["stderr"][-2000:]
+    # The markdown table: a header, a separator and one line per fault.
+    lines = report["stdout"].strip().splitlines()
+    assert lines[0].startswith("| fault | requests | failed | p99 ms | seconds to recover")
+    assert len(lines) == 2 + len(EXPECTED)
+
+
+def test_no_well_formed_request_failed_under_any_fault(report: dict) -> None:
+    for row in report["rows"]:
+        assert row["requests"] > 0, row["key"]
+        assert row["failed"] == 0, (row["key"], row["problems"])
+
+
+def test_redis_faults_recover_and_keep_p99_bounded(report: dict) -> None:
+    baseline = report["by_key"]["baseline"]["p99_ms"]
+    for key in ("redis-kill", "redis-pause"):
+        row = report["by_key"][key]
+        assert row["p99_ms"] <= baseline + chaos.Config().p99_slack_ms, row
+        # Back on Redis within the breaker's retry period (2 s) and a little.
+        assert 0 <= row["recover_s"] <= 4, row
+
+
+def test_worker_kill_loses_at_most_the_request_it_held(report: dict) -> None:
+    figures = report["by_key"]["worker-kill"]["figures"]
+    assert figures["direct_requests"] > 10
+    assert figures["direct_failed"] <= 1, figures  # only the request the killed worker held
+    assert figures["nginx_retried"] >= 1, figures  # nginx sent its one to the other pod
+    assert figures["replaced_s"] < 5, figures
+
+
+def test_master_sigterm_drains_then_restarts(report: dict) -> None:
+    figures = report["by_key"]["master-restart"]["figures"]
+    assert figures["ready_during_drain"] == 503
+    assert figures["drain_served"] > 0  # the listener stayed open while readiness failed
+    assert figures["exit_s"] >= chaos.SHORT["drain_s"]
+
+
+def test_bad_versions_refused_by_every_worker(report: dict) -> None:
+    for version, (_, reason) in chaos.BAD_VERSIONS.items():
+        row = report["by_key"][f"promote-{version}"]
+        assert row["recover_s"] is not None and row["recover_s"] < 20, row
+        assert f"refused ({reason})" in row["notes"]
+
+
+@pytest.mark.parametrize(("key", "errno"), [
+    ("publish-full", "No space left on device"), ("publish-readonly", "Read-only file system"),
+])  # fmt: skip
+def test_publish_into_broken_store_fails_in_one_line(report: dict, key: str, errno: str) -> None:
+    figures = report["by_key"][key]["figures"]
+    assert figures["returncode"] == 1
+    (line,) = figures["stderr"].splitlines()
+    assert line.startswith("predictor publish: error: cannot write to the model store")
+    assert errno in line
+
+
+def test_abuse_answers(report: dict) -> None:
+    by_key = report["by_key"]
+    flood = by_key["abuse-flood"]["figures"]["statuses"]
+    assert set(flood) <= {"200", "429"} and flood["429"] > flood.get("200", 0), flood
+    slow = by_key["abuse-slow-body"]["figures"]
+    assert slow["statuses"] == {"408": chaos.SHORT["slow_clients"]}, slow
+    assert slow["closed_after_max"] <= chaos.Config().body_timeout_s + 2
+    schemathesis = by_key["abuse-schemathesis"]["figures"]
+    assert schemathesis["requests"] > 20
+    assert all(int(status) < 500 for status in schemathesis["statuses"])
+    keys = by_key["abuse-keys"]["figures"]["checks"]
+    assert keys["predict, no key"] == 401 and keys["predict, wrong key"] == 401
+    assert keys["predict, key"] == 200
+    assert keys["repository index on the public port, admin token"] == 403
+    assert keys["repository index on the internal port, none"] == 401
+    assert keys["repository index on the internal port, a wrong token"] == 403
+    assert keys["repository index on the internal port, admin token"] == 200
+
+
+# --- the accounting itself (no servers) -------------------------------------------------
+
+
+def _accounted(answers: list[Answer], rows: list[chaos.Row]) -> chaos.Chaos:
+    runner = chaos.Chaos.__new__(chaos.Chaos)
+    runner.cfg = chaos.Config()
+    runner.rows, runner.problems = rows, []
+    runner.marker = Path("/nonexistent/marker")
+    runner._account(answers, {"num_requests": len(answers), "num_failures": sum(
+        1 for a in answers if a.error)})  # fmt: skip
+    return runner
+
+
+def test_a_failed_request_fails_its_row_only() -> None:
+    answers = [Answer(10.0 + i, 5.0, 200, "1", None) for i in range(10)]
+    answers[7] = Answer(17.0, 1.0, 502, None, "HTTP 502: bad gateway")
+    rows = [chaos.Row("baseline", "b", 0.0, 15.0), chaos.Row("x", "x", 15.0, float("inf"))]
+    _accounted(answers, rows)
+    assert (rows[0].requests, rows[0].failed, rows[0].passed) == (5, 0, True)
+    assert (rows[1].requests, rows[1].failed, rows[1].passed) == (5, 1, False)
+    assert "HTTP 502" in rows[1].problems[0]
+    assert "FAILED" in chaos.table_row(rows[1]) and "FAILED" not in chaos.table_row(rows[0])
+
+
+def test_p99_bound_and_an_empty_window_fail() -> None:
+    answers = [Answer(1.0 + i / 100, 10.0, 200, "1", None) for i in range(100)]
+    answers += [Answer(5.0 + i / 100, 900.0, 200, "1", None) for i in range(100)]
+    rows = [
+        chaos.Row("baseline", "b", 0.0, 4.0),
+        chaos.Row("redis-pause", "p", 4.0, 8.0, bounded_p99=True),
+        chaos.Row("late", "l", 8.0, float("inf")),
+    ]
+    runner = _accounted(answers, rows)
+    assert rows[0].passed and rows[0].p99_ms == 10.0
+    assert not rows[1].passed and "p99 900 ms above 260 ms" in rows[1].problems[0]
+    assert rows[2].problems == ["no load request fell in this fault's time"]
+    assert runner.problems == []
