@@ -33,7 +33,7 @@ def create_app(settings: Settings | None = None, *, load_models: bool = True) ->
         settings=settings,
         store=store,
         registry=registry,
-        core=PredictionCore(cache_from_settings(settings)),
+        core=PredictionCore(cache_from_settings(settings), settings.CACHE_SHARED_MIN_US),
     )
     http.install(
         app, settings.MAX_BODY_BYTES, ApiKeys.parse(settings.API_KEYS, settings.API_KEYS_FILE)

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-from .cache import PredictionCache
+from .cache import PredictionCache, TieredCache
 from .errors import PredictorError
 from .registry import LoadedModel
 
@@ -54,14 +54,19 @@ class Prediction:
 class PredictionCore:
     """Answers validated rows for a loaded model, through the cache."""
 
-    def __init__(self, cache: PredictionCache | None) -> None:
+    def __init__(self, cache: PredictionCache | None, shared_min_us: float = 0.0) -> None:
         self.cache = cache
+        # A model cheaper than a Redis round trip is cached per worker only (see settings).
+        self._near_only = cache.near if isinstance(cache, TieredCache) else None
+        self.shared_min_us = shared_min_us
 
     def predict(self, model: LoadedModel, rows: np.ndarray, with_proba: bool = False) -> Prediction:
         n = len(rows)
         model.m_rows.observe(n)
         with_proba = with_proba and model.is_classifier
         cache = self.cache
+        if self._near_only is not None and model.inference_us < self.shared_min_us:
+            cache = self._near_only
         if cache is None:
             raw, proba = self._run(model, rows, with_proba)
             self._count(model, raw)

@@ -34,6 +34,12 @@ class Settings(BaseSettings):
     CACHE_NEAR_ENTRIES: int = Field(
         10_000, ge=0, description="Per-worker LRU in front of Redis (0 = Redis only)."
     )
+    CACHE_SHARED_MIN_US: float = Field(
+        250.0,
+        ge=0,
+        description="Use Redis only for models whose one-row prediction takes at least this "
+        "many µs (measured at load); cheaper ones use the per-worker LRU. 0 = always.",
+    )
     REDIS_TIMEOUT_MS: int = Field(
         20, ge=1, description="Connect and read timeout for each Redis call."
     )

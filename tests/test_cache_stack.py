@@ -21,9 +21,9 @@ def stack(store_dir, tmp_path):
     run = tmp_path / "run"
     redis = RedisServer(run).start()
     # Short retry so the test sees reconnection quickly; the timeout is the production default.
-    gunicorn = Gunicorn(
-        run, store_dir, redis_url=redis.url, env={"PREDICTOR_REDIS_RETRY_SECONDS": "0.5"}
-    ).start()
+    # The demo models are cheaper than a Redis round trip: share them through Redis anyway.
+    env = {"PREDICTOR_REDIS_RETRY_SECONDS": "0.5", "PREDICTOR_CACHE_SHARED_MIN_US": "0"}
+    gunicorn = Gunicorn(run, store_dir, redis_url=redis.url, env=env).start()
     nginx = Nginx(run, [gunicorn.address], values={"NGINX_RATE_LIMIT": "100000r/s"}).start()
     try:
         yield redis, gunicorn, nginx
@@ -117,6 +117,26 @@ def test_redis_killed_mid_traffic_then_restarted(stack):
     assert predict(nginx, row).headers["X-Cache"] == "miss"
     assert predict(nginx, row).headers["X-Cache"] == "hit"
     assert int(redis.command("DBSIZE").split(b":")[-1]) > stored
+
+
+def test_cheap_models_skip_redis_and_slow_ones_share_it(store_dir, tmp_path):
+    """By default a model faster than a round trip stays per worker; a slow one uses Redis."""
+    run = tmp_path / "run"
+    redis = RedisServer(run).start()
+    # iris-rf in scikit-learn takes milliseconds; iris on its compiled graph microseconds.
+    env = {"PREDICTOR_RUNTIME_OVERRIDES": "iris-rf=sklearn"}
+    gunicorn = Gunicorn(run, store_dir, redis_url=redis.url, workers=1, env=env).start()
+    try:
+        url = f"{gunicorn.url}/v1/models/{{}}:predict"
+        for model in ("iris", "iris", "iris-rf", "iris-rf"):
+            requests.post(url.format(model), json={"instances": [IRIS_ROW]}, timeout=5)
+        keys = redis.command("KEYS", "*").decode()
+        assert ":iris-rf:" in keys and ":iris:" not in keys
+        again = requests.post(url.format("iris"), json={"instances": [IRIS_ROW]}, timeout=5)
+        assert again.headers["X-Cache"] == "hit"  # from this worker's own LRU
+    finally:
+        gunicorn.stop()
+        redis.stop()
 
 
 def test_promotion_never_serves_the_old_versions_cached_answer(stack, store_dir):

@@ -111,6 +111,9 @@ def stack(request: pytest.FixtureRequest) -> Iterator[Stack]:
             "PYTHON": sys.executable,
             "STACK_UP_TIMEOUT": str(UP_TIMEOUT - 30),
             "STACK_TICKER_MAX_SECONDS": "1200",
+            # The demo models are cheaper than a round trip: share them through Redis anyway,
+            # so the test sees Redis serve the repeat.
+            "PREDICTOR_CACHE_SHARED_MIN_US": "0",
         },
         http_port=0,
         prometheus_port=0,

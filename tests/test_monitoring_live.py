@@ -238,10 +238,16 @@ def live(demo_store_template: Path, tmp_path_factory: pytest.TempPathFactory) ->
     try:
         redis = RedisServer(run).start()
         started.append(redis)
-        a = Gunicorn(run, stores["a"], redis_url=redis.url, workers=2, name="api-a").start()
+        # Every model uses Redis here, however cheap: the cache panels and alerts need it.
+        shared = {"PREDICTOR_CACHE_SHARED_MIN_US": "0"}
+        a = Gunicorn(
+            run, stores["a"], redis_url=redis.url, workers=2, name="api-a", env=shared
+        ).start()
         started.append(a)
         nobody = f"redis://127.0.0.1:{free_port()}/0"  # refused: the cache is unreachable
-        b = Gunicorn(run, stores["b"], redis_url=nobody, workers=1, name="api-b").start()
+        b = Gunicorn(
+            run, stores["b"], redis_url=nobody, workers=1, name="api-b", env=shared
+        ).start()
         started.append(b)
         pods = run / "kubernetes-pods.json"
         kubernetes_pods(pods, a.port)
