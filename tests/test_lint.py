@@ -1,0 +1,17 @@
+"""The code stays ruff clean (the same checks as `make lint`)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RUFF = str(Path(sys.executable).with_name("ruff"))
+
+
+def test_ruff_check_and_format_are_clean():
+    check = subprocess.run([RUFF, "check", "."], cwd=ROOT, capture_output=True, text=True)
+    assert check.returncode == 0, check.stdout
+    fmt = subprocess.run([RUFF, "format", "--check", "."], cwd=ROOT, capture_output=True, text=True)
+    assert fmt.returncode == 0, fmt.stdout
