@@ -55,7 +55,7 @@ def validate_rows(
 ) -> np.ndarray:
     """Check a list of rows against the schema and return them as a 2-D array."""
     if not isinstance(rows, list):
-        raise bad_input("invalid_type", f'"{field}" must be a list of rows, got {_json_type(rows)}')
+        raise bad_input("invalid_type", f'"{field}" must be a list of rows, got {json_type(rows)}')
     if not rows:
         raise bad_input(
             "empty_batch",
@@ -76,7 +76,7 @@ def validate_rows(
             raise bad_input(
                 "invalid_type",
                 f"row {i}: expected a list of {describe_schema(features)} or an object keyed by "
-                f"feature name, got {_json_type(row)}",
+                f"feature name, got {json_type(row)}",
             )
     if len(lengths) > 1:
         (a, ia), (b, ib) = sorted(lengths.items(), key=lambda kv: kv[1])[:2]
@@ -228,7 +228,8 @@ def _mixed_array(rows: list[list[Any]], features: list[Feature]) -> np.ndarray:
     return array
 
 
-def _json_type(value: Any) -> str:
+def json_type(value: Any) -> str:
+    """The JSON name of a decoded value's type, for error messages."""
     return {
         bool: "boolean",
         int: "number",
@@ -251,4 +252,4 @@ def _describe(value: Any) -> str:
     except TypeError:
         text = repr(value)
     text = text if len(text) <= 40 else text[:37] + "..."
-    return f"{_json_type(value)} {text}"
+    return f"{json_type(value)} {text}"

@@ -20,7 +20,13 @@ import orjson
 
 from ..errors import PredictorError, bad_input
 from ..manifest import Feature
-from ..validation import check_matrix, check_row_count, describe_schema, validate_rows
+from ..validation import (
+    check_matrix,
+    check_row_count,
+    describe_schema,
+    json_type,
+    validate_rows,
+)
 
 # Datatypes a numeric numpy array can carry, little-endian as the extension specifies.
 NUMERIC_DTYPES: dict[str, np.dtype] = {
@@ -243,7 +249,7 @@ def deserialize_bytes(where: str, raw: memoryview) -> list[str]:
 def _flatten(where: str, data: Any) -> list[Any]:
     """Row-major leaves of flat or nested lists (iterative: no recursion limit to hit)."""
     if not isinstance(data, list):
-        raise bad_input("invalid_data", f'{where}: "data" must be a list, got {_json_type(data)}')
+        raise bad_input("invalid_data", f'{where}: "data" must be a list, got {json_type(data)}')
     if not any(type(v) is list for v in data):
         return data
     out: list[Any] = []
@@ -279,7 +285,7 @@ def _from_json(where: str, datatype: str, count: int, data: Any) -> Any:
             raise bad_input(
                 "invalid_value",
                 f"{where}: {datatype} data must be {expected}; element {k} is "
-                f"{_json_type(value)} {orjson.dumps(value).decode()[:40]}",
+                f"{json_type(value)} {orjson.dumps(value).decode()[:40]}",
             )
     if datatype == "BYTES":
         return flat
@@ -289,18 +295,6 @@ def _from_json(where: str, datatype: str, count: int, data: Any) -> Any:
         raise bad_input(
             "invalid_value", f"{where}: a value does not fit the datatype {datatype}"
         ) from None
-
-
-def _json_type(value: Any) -> str:
-    return {
-        bool: "boolean",
-        int: "number",
-        float: "number",
-        str: "string",
-        list: "array",
-        dict: "object",
-        type(None): "null",
-    }.get(type(value), type(value).__name__)
 
 
 # --- responses -----------------------------------------------------------
