@@ -33,11 +33,18 @@ EXPECTED = {
 def report(tmp_path_factory: pytest.TempPathFactory) -> dict:
     out = tmp_path_factory.mktemp("chaos")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PREDICTOR_", "LOCUST_"))}
-    result = subprocess.run(
+    with subprocess.Popen(
         [sys.executable, "-m", "tools.chaos", "--short", "--json-file", str(out / "rows.json"),
          "--table-file", str(out / "table.md")],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    ) as proc:  # fmt: skip
+        try:
+            stdout, stderr = proc.communicate(timeout=300)
+        except subprocess.TimeoutExpired:
+            proc.terminate()  # the run stops its servers and unmounts its tmpfs on SIGTERM
+            stdout, stderr = proc.communicate(timeout=90)
+            pytest.fail(f"tools.chaos --short ran over 300 s:\n{stderr[-3000:]}")
+    result = subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
     assert (out / "rows.json").exists(), result.stdout + result.stderr[-3000:]
     data = json.loads((out / "rows.json").read_text())
     data["returncode"], data["stdout"], data["stderr"] = (
