@@ -16,6 +16,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+# Imported here, not on first use: the gunicorn master preloads this module, so a worker
+# loading its first skops artifact under load does not pay ~1 s of import on the spot.
+import joblib
+import skops.io as sio
+
 from .errors import ArtifactRejected
 from .manifest import Manifest
 from .signing import file_sha256, verify
@@ -96,15 +101,11 @@ def load_estimator(
                 "joblib/pickle artifact refused: it is not signed with the service's key "
                 "(set PREDICTOR_SIGNING_KEY when publishing and serving)",
             )
-        import joblib
-
         return joblib.load(path)
     return _load_skops(path, manifest.trusted_types)
 
 
 def _load_skops(path: Path, trusted: list[str]) -> Any:
-    import skops.io as sio
-
     dangerous = [t for t in trusted if t.startswith(_DANGEROUS_PREFIXES)]
     if dangerous:
         raise ArtifactRejected("untrusted_types", f"refusing to trust {', '.join(dangerous)}")
