@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+import subprocess
 import time
 
 import pytest
@@ -58,6 +60,14 @@ def test_every_route_over_http(server):
                'model="iris"' in ln and ln.endswith(" 1.0")]  # fmt: skip
     assert len(serving) == 2, serving  # one series per worker
 
+    # The exposition follows Prometheus' conventions (promtool exits 3 on lint findings).
+    promtool = shutil.which("promtool")
+    assert promtool, "promtool not found: install the Debian package prometheus"
+    lint = subprocess.run(
+        [promtool, "check", "metrics"], input=text, capture_output=True, text=True, timeout=30
+    )
+    assert lint.returncode == 0, lint.stdout + lint.stderr
+
 
 def test_promotion_swaps_every_worker_and_a_pickle_bomb_is_refused(server, store_dir, tmp_path):
     store = ModelStore(store_dir)
@@ -75,8 +85,6 @@ def test_promotion_swaps_every_worker_and_a_pickle_bomb_is_refused(server, store
     )
 
     # A good version 3 (a copy of 1) is picked up by every worker within the poll bound.
-    import shutil
-
     shutil.copytree(store.version_dir("iris", "1"), store.version_dir("iris", "3"))
     manifest = store.version_dir("iris", "3") / "manifest.json"
     manifest.write_text(manifest.read_text().replace('"version": "1"', '"version": "3"'))
