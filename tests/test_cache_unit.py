@@ -34,6 +34,8 @@ def test_redis_breaker_skips_a_dead_server_then_reconnects(tmp_path):
         assert cache.available
         cache.set_many({"k": b"v"})
         assert cache.get_many(["k", "missing"]) == [b"v", None]
+        ttl = int(redis.command("TTL", "k").decode().strip(":\r\n"))
+        assert 0 < ttl <= 60  # entries expire after CACHE_TTL_SECONDS
         redis.pause(1.0)  # a slow Redis costs one timeout, then nothing
         start = time.perf_counter()
         assert cache.get_many(["k"]) == [None]
