@@ -43,6 +43,11 @@ class LoadedModel:
     runtime: ModelRuntime
     loaded_at: float = field(default_factory=time.time)
     inference_us: float = 0.0  # median single-row prediction time, measured at load
+    row_us: float = 0.0  # median cost of each further row in a batch, measured at load
+
+    def predict_cost_us(self, rows: int) -> float:
+        """Expected µs for the runtime to predict ``rows`` rows in one call."""
+        return self.inference_us + (rows - 1) * self.row_us
 
     def __post_init__(self) -> None:
         m = self.manifest
@@ -161,7 +166,7 @@ class ModelRegistry:
         runtime = build_runtime(version_dir, manifest, self.settings)
         model = LoadedModel(manifest, runtime)
         _smoke_test(model)
-        model.inference_us = _time_one_row(model)
+        model.inference_us, model.row_us = _time_rows(model)
         return model
 
     def load_all(self) -> None:
@@ -368,15 +373,26 @@ def _onnx_runtime(version_dir: Path, manifest: Manifest, settings: Settings) -> 
     )
 
 
-def _time_one_row(model: LoadedModel, repeats: int = 7) -> float:
-    """Median µs of one single-row prediction: decides whether a shared cache pays off."""
-    row = validate_rows(model.manifest.sample_input[:1], model.manifest.features, 1)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        model.runtime.run(row, with_proba=False)
-        times.append(time.perf_counter() - start)
-    return sorted(times)[repeats // 2] * 1e6
+def _time_rows(model: LoadedModel, batch: int = 64, repeats: int = 7) -> tuple[float, float]:
+    """Median µs of a one-row call, and the marginal µs per extra row in a batch.
+
+    The prediction core compares these with what caching costs to decide whether a
+    cache (shared or per worker) pays off for a request.
+    """
+    features = model.manifest.features
+    one = validate_rows(model.manifest.sample_input[:1], features, 1)
+    many = np.repeat(one, batch, axis=0)
+
+    def median_us(rows: np.ndarray) -> float:
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            model.runtime.run(rows, with_proba=False)
+            times.append(time.perf_counter() - start)
+        return sorted(times)[repeats // 2] * 1e6
+
+    single = median_us(one)
+    return single, max(0.0, (median_us(many) - single) / (batch - 1))
 
 
 def _smoke_test(model: LoadedModel) -> None:

@@ -77,3 +77,24 @@ def test_request_id_round_trips(client, path):
     assert response.headers["X-Request-ID"] == "abc-123"
     generated = client.post(path, json=body).headers["X-Request-ID"]
     assert len(generated) == 32
+
+
+def test_cheap_model_batches_skip_the_cache_single_rows_keep_it(client):
+    """Default settings, in-process cache: keying 40 rows costs more than a compiled
+    graph predicting them, so the batch bypasses the cache; a repeated single row hits."""
+    rows = [[5.0 + i / 100, 3.0, 1.5, 0.2] for i in range(40)]
+    batch = client.post("/v1/models/iris:predict", json={"instances": rows})
+    assert batch.status_code == 200 and batch.headers["X-Cache"] == "bypass"
+    assert client.post("/predict", json={"input": IRIS_ROW}).headers["X-Cache"] == "miss"
+    assert client.post("/predict", json={"input": IRIS_ROW}).headers["X-Cache"] == "hit"
+    # A slow model (the forest in scikit-learn) caches its batches.
+    from service.app import create_app
+    from service.settings import Settings
+
+    slow = create_app(
+        Settings(MODEL_STORE=client.application.extensions["predictor"].settings.MODEL_STORE,
+                 RUNTIME="sklearn")
+    ).test_client()  # fmt: skip
+    first = slow.post("/v1/models/iris-rf:predict", json={"instances": rows})
+    again = slow.post("/v1/models/iris-rf:predict", json={"instances": rows})
+    assert (first.headers["X-Cache"], again.headers["X-Cache"]) == ("miss", "hit")
