@@ -22,6 +22,11 @@ stack-deps:
 	    echo "stack: $$b still missing after the install: apt-get install -y $$b" >&2; exit 1; }; done; \
 	fi
 
+# The stack demonstrates the shared cache: every model's answers go through Redis, so a
+# repeat hits whichever worker takes it (the service default keeps models faster than a
+# Redis round trip in each worker's own LRU; see README, Cache).
+stack: export PREDICTOR_CACHE_SHARED_MIN_US ?= 0
+
 ## Start the stack; nginx answers on http://127.0.0.1:8080.
 stack: install stack-deps
 	$(PY) -m tools.stack up --run-dir $(RUN_DIR) $(STACK_ARGS)
