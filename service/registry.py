@@ -122,6 +122,10 @@ class ModelRegistry:
     def names(self) -> list[str]:
         return sorted(self._current)
 
+    def serving(self, name: str) -> LoadedModel | None:
+        """The version of ``name`` this worker serves now, if any."""
+        return self._current.get(name)
+
     def loaded(self) -> list[LoadedModel]:
         return [self._current[n] for n in sorted(self._current)]
 

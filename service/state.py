@@ -46,7 +46,7 @@ class ServiceState:
             known = ", ".join(self.store.names()) or "none"
             raise not_found("model_not_found", f"model {name!r} not found; available: {known}")
         current = self.store.current(name)
-        loaded = self.registry._current.get(name)
+        loaded = self.registry.serving(name)
         serving = loaded.manifest if loaded else None
         manifests = []
         for v in versions:
