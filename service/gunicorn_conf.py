@@ -35,7 +35,8 @@ workers = _settings.worker_count()
 threads = _settings.THREADS
 # Measured (docs/benchmarks.md): behind nginx, sync workers answer the most requests per
 # core for a CPU-bound model; gthread is used when THREADS > 1 (keep-alive without nginx).
-worker_class = "gthread" if threads > 1 else "sync"
+# gunicorn's own classes, with Predictor's response (service/worker.py).
+worker_class = "service.worker.ThreadWorker" if threads > 1 else "service.worker.SyncWorker"
 # Load the models once in the master: workers share their pages copy-on-write.
 preload_app = True
 timeout = 30
