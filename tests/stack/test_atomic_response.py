@@ -24,6 +24,7 @@ from pathlib import Path
 import pytest
 
 from service.worker import StopPoints
+from tests.metrics_text import scrape, total
 from tools.stack import Gunicorn, Nginx, wait_until
 
 IRIS_ROWS = [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]]
@@ -156,14 +157,7 @@ def log_entry(nginx: Nginx, request_id: str) -> dict:
     [
         "read",
         "predict",
-        pytest.param(
-            "write",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="issue 20: gunicorn sends the headers, then the body: killed between "
-                "them, nginx has already passed a 200 on",
-            ),
-        ),
+        "write",
     ],
 )
 def test_killed_before_the_answer_is_out_nginx_retries(
@@ -183,6 +177,7 @@ def test_killed_before_the_answer_is_out_nginx_retries(
     assert seen.answer() == answer
     assert entry["upstream_addr"] == f"{pods.a.address}, {pods.b.address}", entry
     assert entry["upstream_status"] == "502, 200", entry
+    assert entry["truncated"] == "false", entry
 
 
 def test_killed_after_the_answer_is_out_the_client_has_it(pods: Pods, nginx: Nginx) -> None:
@@ -194,3 +189,28 @@ def test_killed_after_the_answer_is_out_the_client_has_it(pods: Pods, nginx: Ngi
     assert len(seen.body) == int(seen.headers["Content-Length"])
     assert seen.answer()["predictions"] == ["setosa", "virginica"]
     assert entry["upstream_addr"] == pods.a.address, entry
+    assert entry["truncated"] == "false", entry
+
+
+def cut_short(pod: Gunicorn) -> float:
+    return total(scrape(pod.url), "predictor_responses_cut_short_total")
+
+
+def test_a_response_cut_short_is_named(pods: Pods, nginx: Nginx) -> None:
+    """Killed with part of the response in the kernel (what a response larger than the
+    socket buffer risks): the client can tell, and so can the access log and a metric."""
+    before = cut_short(pods.a)
+    seen, victim = kill_at(pods, nginx, "mid-write")
+    entry = log_entry(nginx, seen.request_id)
+    length = int(seen.headers["Content-Length"])
+    # The client: a 200 whose connection closed short of its Content-Length.
+    assert seen.status == 200 and not seen.complete, seen
+    assert 0 < len(seen.body) < length, seen
+    # nginx: the body it got from the upstream was shorter than the upstream said.
+    assert entry["truncated"] == "true", entry
+    assert int(entry["upstream_response_length"]) == len(seen.body) < length, entry
+    assert int(entry["upstream_content_length"]) == length, entry
+    # The pod's master saw the worker die while sending and counted it.
+    pods.a.wait_ready()
+    wait_until(lambda: cut_short(pods.a) == before + 1, 10, "the cut-short response counted")
+    assert f"worker {victim} died while sending a response" in pods.a.log_file.read_text()
