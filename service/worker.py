@@ -185,8 +185,9 @@ class Response(gunicorn_wsgi.Response):
         # The bytes gunicorn's send_headers writes (tests/stack/test_atomic_response.py
         # compares them), kept instead of written.
         lines = self.default_headers()
-        lines.extend(f"{k}: {v}\r\n" for k, v in self.headers)
-        return ("".join(lines) + "\r\n").encode("latin-1")
+        lines.extend(["%s: %s\r\n" % (k, v) for k, v in self.headers])  # noqa: UP031 - as gunicorn
+        lines.append("\r\n")
+        return "".join(lines).encode("latin-1")
 
     def send_headers(self) -> None:
         if self.headers_sent or self._held is not None:
@@ -215,6 +216,8 @@ class Response(gunicorn_wsgi.Response):
         return not self._holds() and super().can_sendfile()
 
     def close(self) -> None:
+        if not self.headers_sent:  # an app that wrote nothing (e.g. an empty OPTIONS
+            self.send_headers()  # answer, body []) has its headers held only now
         if self._held is not None:  # a body shorter than its Content-Length, or none
             self._send_held()
         super().close()
@@ -232,19 +235,21 @@ def send_at_once(sock: Any, data: bytes, head: int = 0) -> None:
     """Hand ``data`` to the kernel in one ``send`` when it fits the socket buffer (nearly
     always: a fresh loopback socket takes ~4 MB); the rest, if any, with ``sendall``,
     marked for the master meanwhile (a death then cuts the response short)."""
-    view = memoryview(data)
     sent = 0
     if not isinstance(sock, ssl.SSLSocket):  # TLS sockets take no flags
-        first = len(data) if _stops is None else _stops.first_part(len(data), head)
-        with contextlib.suppress(BlockingIOError, InterruptedError):
-            sent = sock.send(view[:first], socket.MSG_DONTWAIT)
+        first = data if _stops is None else data[: _stops.first_part(len(data), head)]
+        # On every response: a plain try, not a contextlib.suppress object.
+        try:  # noqa: SIM105
+            sent = sock.send(first, socket.MSG_DONTWAIT)
+        except (BlockingIOError, InterruptedError):
+            pass
     if sent == len(data):
         return
     SENDING.begin(len(data), sent)
     try:
         if _stops is not None:
             _stops.reached("mid-write")
-        sock.sendall(view[sent:])
+        sock.sendall(memoryview(data)[sent:])
     finally:
         SENDING.end()
 
@@ -276,6 +281,8 @@ class Sending:
         self._marked.add(thread)
 
     def end(self) -> None:
+        if not self._marked:  # the usual case: nothing marked, nothing to do
+            return
         thread = threading.get_ident()
         if thread in self._marked:
             self._marked.discard(thread)

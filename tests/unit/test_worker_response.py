@@ -78,6 +78,16 @@ def test_whole_response_in_one_send_with_gunicorns_own_bytes(body: list[bytes]) 
     assert ours.wire.endswith(b'\r\n\r\n{"predictions":[1]}')
 
 
+@pytest.mark.parametrize("body", [[], [b""]])
+def test_empty_body_is_still_answered(body: list[bytes]) -> None:
+    """Flask's automatic OPTIONS answer has no body items at all: the headers still go."""
+    ours, stock = RecordingSocket(), RecordingSocket()
+    respond(Response, ours, body, 0)
+    respond(GunicornResponse, stock, body, 0)
+    assert len(ours.writes) == 1 and ours.wire == stock.wire
+    assert ours.wire.endswith(b"Content-Length: 0\r\n\r\n")
+
+
 def test_app_failing_before_its_body_is_complete_sends_nothing() -> None:
     sock = RecordingSocket()
     resp = Response(request(), sock, CFG)
