@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 
 from service.worker import StopPoints
-from tests.metrics_text import scrape, total
+from tests.helpers import scrape, total
 from tools.stack import Gunicorn, Nginx, wait_until
 
 IRIS_ROWS = [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]]
