@@ -35,7 +35,8 @@ workers = _settings.worker_count()
 threads = _settings.THREADS
 # Measured (docs/benchmarks.md): behind nginx, sync workers answer the most requests per
 # core for a CPU-bound model; gthread is used when THREADS > 1 (keep-alive without nginx).
-worker_class = "gthread" if threads > 1 else "sync"
+# gunicorn's own classes, with Predictor's response (service/worker.py).
+worker_class = "service.worker.ThreadWorker" if threads > 1 else "service.worker.SyncWorker"
 # Load the models once in the master: workers share their pages copy-on-write.
 preload_app = True
 timeout = 30
@@ -88,8 +89,16 @@ def post_fork(server, worker) -> None:  # noqa: ANN001
 
 
 def child_exit(server, worker) -> None:  # noqa: ANN001
-    from service.metrics import mark_worker_dead
+    from service.metrics import RESPONSES_CUT_SHORT, mark_worker_dead
+    from service.worker import SENDING
 
+    # A worker that died while sending a response larger than one write cut it short.
+    for total, sent in SENDING.cut_short(worker.pid):
+        RESPONSES_CUT_SHORT.inc()
+        server.log.warning(
+            "worker %s died while sending a response: %s of %s bytes handed to the kernel",
+            worker.pid, sent, "an unknown number" if total is None else total,
+        )  # fmt: skip
     mark_worker_dead(worker.pid)
 
 
