@@ -99,6 +99,13 @@ MODEL_LOAD_FAILURES = Counter(
     "Model versions refused at load (the previous version kept serving), by reason.",
     ["model", "version", "reason"],
 )
+MODEL_BROKEN = Gauge(
+    "predictor_model_broken",
+    "Broken parts of a model in the store, per worker: current (its pointer is unreadable), "
+    "manifest (versions whose manifest is unreadable), artifact (its current version refused).",
+    ["model", "part"],
+    multiprocess_mode="livemax",
+)
 PREDICTIONS = Counter(
     "predictor_predictions_total",
     "Classifier predictions, by output label.",
