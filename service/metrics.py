@@ -80,6 +80,12 @@ CACHE_HITS = Counter(
 CACHE_MISSES = Counter(
     "predictor_cache_misses_total", "Rows not found in the prediction cache.", ["model"]
 )
+CACHE_INVALID = Counter(
+    "predictor_cache_invalid_total",
+    "Cached values that did not match the model's outputs (poisoned or garbage): "
+    "answered from the model instead.",
+    ["model"],
+)
 CACHE_ERRORS = Counter(
     "predictor_cache_errors_total",
     "Cache calls that failed or were skipped while the backend was unreachable.",

@@ -294,7 +294,12 @@ class ModelRegistry:
 
             threading.Thread(
                 target=listen,
-                args=(self.settings.REDIS_URL, self._wake.set, self._stop),
+                args=(
+                    self.settings.REDIS_URL,
+                    self._wake.set,
+                    self._stop,
+                    self.settings.redis_password,
+                ),
                 name="model-notices",
                 daemon=True,
             ).start()
