@@ -283,7 +283,7 @@ def _rollback(args: argparse.Namespace) -> int:
 def _announce(settings: Settings, name: str, version: str) -> None:
     from .notify import announce
 
-    if announce(settings.REDIS_URL, name, version):
+    if announce(settings.REDIS_URL, name, version, settings.redis_password):
         print("  workers notified over Redis")
     else:
         print(f"  workers pick it up within {settings.POLL_INTERVAL_SECONDS:g}s (store polling)")

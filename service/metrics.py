@@ -86,6 +86,12 @@ CACHE_HITS = Counter(
 CACHE_MISSES = Counter(
     "predictor_cache_misses_total", "Rows not found in the prediction cache.", ["model"]
 )
+CACHE_INVALID = Counter(
+    "predictor_cache_invalid_total",
+    "Cached values that did not match the model's outputs (poisoned or garbage): "
+    "answered from the model instead.",
+    ["model"],
+)
 CACHE_ERRORS = Counter(
     "predictor_cache_errors_total",
     "Cache calls that failed or were skipped while the backend was unreachable.",
@@ -104,6 +110,13 @@ MODEL_LOAD_FAILURES = Counter(
     "predictor_model_load_failures_total",
     "Model versions refused at load (the previous version kept serving), by reason.",
     ["model", "version", "reason"],
+)
+MODEL_BROKEN = Gauge(
+    "predictor_model_broken",
+    "Broken parts of a model in the store, per worker: current (its pointer is unreadable), "
+    "manifest (versions whose manifest is unreadable), artifact (its current version refused).",
+    ["model", "part"],
+    multiprocess_mode="livemax",
 )
 PREDICTIONS = Counter(
     "predictor_predictions_total",

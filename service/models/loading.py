@@ -22,7 +22,7 @@ from ..manifest import Manifest
 from ..runtimes import Runtime
 from ..runtimes.selection import build_runtime
 from ..settings import Settings
-from ..store import ModelStore
+from ..store import ModelStore, StoreEntryBroken
 from ..validation import validate_rows
 
 
@@ -78,6 +78,8 @@ def load_model(store: ModelStore, name: str, version: str, settings: Settings) -
     """Verify, deserialise and smoke-test one version; raises ArtifactRejected."""
     try:
         manifest = store.manifest(name, version)
+    except StoreEntryBroken as exc:  # its own reason: bad_manifest (FIFO, not UTF-8, ...)
+        raise ArtifactRejected(exc.kind, exc.message) from exc
     except PredictorError as exc:
         raise ArtifactRejected("missing_version", exc.message) from exc
     except Exception as exc:

@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from .safety import graph_problems
 from .verify import (
     Verification,
     _Feature,
@@ -156,6 +157,10 @@ def compile_estimator(
         except Exception as exc:  # skl2onnx raises many types for "cannot convert"
             message = f"conversion failed: {type(exc).__name__}: {_first_line(exc)}"
             failures.setdefault(message, []).append(label)
+            continue
+        unsafe = graph_problems(onnx_bytes)  # the same refusal as at load
+        if unsafe:
+            failures.setdefault(f"graph refused: {'; '.join(unsafe[:3])}", []).append(label)
             continue
         verification = verify_graph(onnx_bytes, estimator, feats, task, rows)
         verification.rows_by_source = dict(by_source)
