@@ -39,8 +39,8 @@ def create_app(settings: Settings | None = None, *, load_models: bool = True) ->
         app, settings.MAX_BODY_BYTES, ApiKeys.parse(settings.API_KEYS, settings.API_KEYS_FILE)
     )
 
-    from .protocols import health, openapi, repository, seed, v1, v2, web
+    from .protocols import explain, health, openapi, repository, seed, v1, v2, web
 
-    for module in (health, seed, v1, v2, repository, openapi, web):
+    for module in (health, seed, v1, explain, v2, repository, openapi, web):
         app.register_blueprint(module.bp)
     return app

@@ -31,9 +31,12 @@ def new_key() -> str:
 
 
 def is_prediction_request(method: str, path: str) -> bool:
-    """The routes that spend model time: seed, V1 ``:predict`` and V2 ``/infer``."""
+    """The routes that spend model time: seed, V1 ``:predict``/``:explain``, V2 ``/infer``."""
     return method == "POST" and (
-        path == "/predict" or path.endswith(":predict") or path.endswith("/infer")
+        path == "/predict"
+        or path.endswith(":predict")
+        or path.endswith(":explain")
+        or path.endswith("/infer")
     )
 
 

@@ -129,6 +129,18 @@ PREDICTION_VALUES = Histogram(
     ["model", "version"],
     buckets=VALUE_BUCKETS,
 )
+EXPLAIN_REQUESTS = Counter(
+    "predictor_explain_requests_total",
+    "Explain requests (:explain, V2 explanation output), by model, method and outcome "
+    "(ok, unsupported, bad_input, error).",
+    ["model", "method", "status"],
+)
+EXPLAIN_DURATION = Histogram(
+    "predictor_explain_duration_seconds",
+    "Time to explain a request's rows (estimator + explainer), by method.",
+    ["method"],
+    buckets=LATENCY_BUCKETS,
+)
 
 
 def render() -> tuple[bytes, str]:
