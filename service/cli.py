@@ -65,7 +65,11 @@ def _parser() -> argparse.ArgumentParser:
         help="comma-separated feature names in input order, each optionally name:type "
         "(float, int, bool, string); default: the estimator's feature_names_in_",
     )
-    p.add_argument("--labels", help="comma-separated output label names, in classes_ order")
+    p.add_argument(
+        "--labels",
+        help="display names per class, e.g. leave=Leaves,stay=Stays (answers stay the "
+        "model's own classes); a plain list a,b,c only for classes 0..k-1",
+    )
     p.add_argument("--sample", help='JSON rows for the smoke test, e.g. "[[5.1, 3.5, 1.4, 0.2]]"')
     p.add_argument("--metrics", help='JSON object of held-out metrics, e.g. {"accuracy": 0.97}')
     p.add_argument(
@@ -136,6 +140,7 @@ def _compiled_text(record: dict[str, Any] | None) -> str:
 
 
 def _publish(args: argparse.Namespace) -> int:
+    from .labels import LabelError, parse_labels_arg
     from .publish import PublishError, features_for, publish_estimator
 
     settings = _settings(args)
@@ -153,7 +158,7 @@ def _publish(args: argparse.Namespace) -> int:
             name=args.name,
             version=args.version,
             features=features,
-            output_labels=args.labels.split(",") if args.labels else None,
+            output_labels=parse_labels_arg(args.labels) if args.labels else None,
             metrics=_json_arg("--metrics", args.metrics, dict),
             sample_input=_json_arg("--sample", args.sample, list),
             artifact_format=args.format,
@@ -162,7 +167,7 @@ def _publish(args: argparse.Namespace) -> int:
             promote=args.promote,
             compile_graph=not args.no_compile,
         )
-    except PublishError as exc:
+    except (PublishError, LabelError) as exc:
         raise CliError(str(exc)) from exc
     state = (
         "and made it current"

@@ -10,7 +10,7 @@ change behind.
 from __future__ import annotations
 
 import shutil
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,7 @@ import sklearn
 from sklearn.base import is_classifier
 
 from .artifacts import load_estimator
+from .labels import LabelError, display_labels, plain
 from .manifest import ArtifactFormat, Feature, Manifest
 from .signing import file_sha256, sign
 from .store import ModelStore, check_name
@@ -85,7 +86,7 @@ def publish_estimator(
     name: str,
     version: str | None = None,
     features: list[Feature] | None = None,
-    output_labels: Sequence[str] | None = None,
+    output_labels: Mapping[Any, str] | Sequence[str] | None = None,
     metrics: dict[str, float] | None = None,
     sample_input: list[list[Any]] | None = None,
     artifact_format: ArtifactFormat = "skops",
@@ -105,12 +106,11 @@ def publish_estimator(
     task = "classification" if is_classifier(estimator) else "regression"
     classes = labels = None
     if task == "classification":
-        classes = [_plain(c) for c in estimator.classes_]
-        labels = [str(x) for x in (output_labels or classes)]
-        if len(labels) != len(classes):
-            raise PublishError(
-                f"{len(labels)} output labels given for {len(classes)} classes {classes}"
-            )
+        classes = [plain(c) for c in estimator.classes_]
+        try:
+            labels = display_labels(classes, output_labels)
+        except LabelError as exc:
+            raise PublishError(str(exc)) from exc
     sample = sample_input or [_default_row(features)]
     _smoke(estimator, features, sample)
 
@@ -217,7 +217,3 @@ def _default_row(features: list[Feature]) -> list[Any]:
         else:
             row.append(0.0)
     return row
-
-
-def _plain(value: Any) -> Any:
-    return value.item() if isinstance(value, np.generic) else value
