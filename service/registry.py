@@ -358,6 +358,8 @@ def compiled_graph_usable(manifest: Manifest) -> tuple[bool, str]:
     if not record:
         return False, "no compiled graph was published"
     if not record.get("ok") or not record.get("sha256"):
+        if "rows_checked" not in record:  # never compiled, e.g. no data to verify it on
+            return False, str(record.get("reason"))
         return False, f"the graph failed verification at publish: {record.get('reason')}"
     from .compiled import runtime_version
 

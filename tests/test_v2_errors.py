@@ -284,7 +284,8 @@ CASES = [
             [np.array([[5.1, np.nan, 1.4, 0.2]]).tobytes()],
         ),
         400,
-        "expected a finite number",
+        'feature "sepal width (cm)": a value is required (got a missing value); this feature '
+        "is not nullable",
     ),
     ("bad gzip", INFER, b"not gzip", {"Content-Encoding": "gzip"}, 400, "not valid gzip"),
     ("unknown encoding", INFER, b"{}", {"Content-Encoding": "br"}, 415, "br is not supported"),
