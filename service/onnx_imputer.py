@@ -55,4 +55,3 @@ def replace_imputers(model: Any, dtype: type = np.float64) -> int:
         del graph.node[:]
         graph.node.extend(new_nodes)
     return count
-
