@@ -12,7 +12,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from . import runtimes
 from .errors import ArtifactRejected, PredictorError
+from .manifest import CompiledRecord
 from .settings import Settings
 from .store import ModelStore
 
@@ -91,8 +93,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--description", default="")
     p.add_argument("--promote", action="store_true", help="make it the current version")
+    compiled = ", ".join(r.name for r in runtimes.compiled_runtimes()) or "none registered"
     p.add_argument(
-        "--no-compile", action="store_true", help="skip the ONNX graph (serve with scikit-learn)"
+        "--no-compile",
+        action="store_true",
+        help=f"skip compiling for the compiled runtimes ({compiled}); serve with the estimator",
     )
     p.add_argument(
         "--compile-anyway",
@@ -149,19 +154,19 @@ def _train_demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def _compiled_text(record: dict[str, Any] | None) -> str:
+def _compiled_text(record: CompiledRecord | None) -> str:
     if not record:
         return "not compiled: serves with scikit-learn"
-    if record.get("ok"):
-        sources = ", ".join(f"{k} {v:,}" for k, v in (record.get("rows_by_source") or {}).items())
-        distinct = record.get("distinct_rows")
+    if record.ok:
+        sources = ", ".join(f"{k} {v:,}" for k, v in (record.rows_by_source or {}).items())
+        distinct = getattr(record, "distinct_rows", None)
         distinct_text = f" ({distinct:,} distinct)" if distinct is not None else ""
         return (
-            f"compiled to ONNX, verified on {record['rows_checked']:,} rows{distinct_text}: "
-            f"{record['mismatches']} mismatches, max diff {record['max_abs_diff']:.2g} "
-            f"[{sources}]"
+            f"compiled for runtime {record.runtime}, verified on {record.rows_checked:,} rows"
+            f"{distinct_text}: {record.mismatches} mismatches, max diff "
+            f"{record.max_abs_diff or 0.0:.2g} [{sources}]"
         )
-    return f"serves with scikit-learn: {record.get('reason')}"
+    return f"serves with scikit-learn: {record.reason}"
 
 
 def _publish(args: argparse.Namespace) -> int:

@@ -27,7 +27,7 @@ from sklearn.base import is_classifier, is_regressor
 
 from .artifacts import load_estimator
 from .labels import LabelError, display_labels, plain
-from .manifest import ArtifactFormat, Feature, Manifest
+from .manifest import ArtifactFormat, CompiledRecord, Feature, Manifest
 from .signing import file_sha256, sign
 from .store import ModelStore, check_name
 from .training_data import (
@@ -43,7 +43,6 @@ from .training_data import (
     split_target,
 )
 
-COMPILED_ARTIFACT = "model.onnx"
 NO_DATA = "unverified: no data given (publish with --data to verify the compiled graph)"
 
 
@@ -204,26 +203,21 @@ def _compile(
     held_out: Any,
     directory: Path,
     rows_by_source: dict[str, np.ndarray] | None = None,
-) -> dict[str, Any]:
-    """Convert to ONNX and verify it against the estimator; the record says how it went."""
-    from .compiled import compile_estimator
+) -> CompiledRecord | None:
+    """Compile for each compiled runtime until one verifies; the record says how it went."""
+    from .runtimes import compiled_runtimes
     from .verification_data import distinct_rows
 
-    graph, verification = compile_estimator(
-        estimator,
-        features,
-        task=task,
-        sample_rows=sample,
-        held_out=held_out,
-        rows_by_source=rows_by_source,
-    )
-    record = verification.to_dict()
-    if rows_by_source is not None:
-        record["distinct_rows"] = distinct_rows(list(rows_by_source.values()))
-    if graph is not None:
-        path = directory / COMPILED_ARTIFACT
-        path.write_bytes(graph)
-        record.update(artifact=path.name, sha256=file_sha256(path))
+    record = None
+    for runtime in compiled_runtimes():
+        record = runtime.compile(
+            estimator, features, task=task, sample_rows=sample, held_out=held_out,
+            directory=directory, rows_by_source=rows_by_source,
+        )  # fmt: skip
+        if record.ok:
+            break
+    if record is not None and rows_by_source is not None:
+        record.distinct_rows = distinct_rows(list(rows_by_source.values()))
     return record
 
 
@@ -253,7 +247,7 @@ def _check_width(rows: list[list[Any]], features: list[Feature]) -> None:
 
 
 def _smoke(estimator: Any, features: list[Feature], rows: list[list[Any]]) -> None:
-    from .runtime import to_estimator_input
+    from .runtimes.sklearn import to_estimator_input
     from .verification_data import validated
 
     try:
@@ -541,7 +535,7 @@ def _from_data(
         held, held_source = SplitData(split.X.head(0), None), None
     plan.metrics = {}
     if held.y is not None and len(held.X):
-        from .runtime import to_estimator_input
+        from .runtimes.sklearn import to_estimator_input
 
         X_held = to_estimator_input(
             estimator, features, validated(json_rows(held.X, features), features)

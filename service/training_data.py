@@ -186,7 +186,7 @@ def describe_features(
 
 def accepts_nan(estimator: Any, features: list[Feature], X: pd.DataFrame) -> list[Feature]:
     """Mark nullable every feature the estimator predicts a NaN for (one real row each)."""
-    from .runtime import to_estimator_input
+    from .runtimes.sklearn import to_estimator_input
 
     complete = X.dropna()
     base = (complete if len(complete) else X).head(1)

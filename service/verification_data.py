@@ -42,7 +42,7 @@ def validated(rows: list[list[Any]], features: list[Feature]) -> np.ndarray:
 
 def ignores_unknown(estimator: Any, features: list[Feature], row: list[Any]) -> bool:
     """True when the estimator predicts a row whose string values it never saw."""
-    from .runtime import to_estimator_input
+    from .runtimes.sklearn import to_estimator_input
 
     probe = [
         UNSEEN_CATEGORY if f.type == "string" else v for f, v in zip(features, row, strict=True)
