@@ -244,6 +244,16 @@ def test_bad_request_is_invalid_argument_and_server_keeps_serving(
     assert _infer(client, "iris", [ok], outputs=("predict",)).as_numpy("predict").tolist() == [0]
 
 
+def test_oversized_message_is_refused_and_server_keeps_serving(client):
+    rows = np.ones((40_000, 4))  # 1.28 MB of raw FP64, above the 1 MiB body limit
+    tensor = grpcclient.InferInput("input-0", list(rows.shape), "FP64")
+    tensor.set_data_from_numpy(rows)
+    with pytest.raises(InferenceServerException) as err:
+        _infer(client, "iris", [tensor])
+    assert "RESOURCE_EXHAUSTED" in _status(err.value)
+    assert client.is_server_ready()
+
+
 def test_unknown_model_and_missing_key(client):
     tensor = grpcclient.InferInput("input-0", [1, 4], "FP64")
     tensor.set_data_from_numpy(IRIS_ROWS[:1].copy())
