@@ -82,7 +82,12 @@ def client_loop(args: tuple[str, str, str, int, float]) -> tuple[list[float], in
         if time.monotonic() > deadline:
             break
         x = client_lib.InferInput("input-0", [1, 4], "FP64")
-        x.set_data_from_numpy(np.array([ROWS[i % len(ROWS)]], dtype=np.float64))
+        row = np.array([ROWS[i % len(ROWS)]], dtype=np.float64)
+        # REST: JSON tensors (MLServer 1.7.1's REST has no binary tensor extension).
+        if kind == "grpc":
+            x.set_data_from_numpy(row)
+        else:
+            x.set_data_from_numpy(row, binary_data=False)
         start = time.perf_counter()
         try:
             result = client.infer(model, [x])
