@@ -1,7 +1,7 @@
 """Faults and abuse under load: what breaks, what is lost, how fast it comes back.
 
     python -m tools.chaos                  # make chaos: the full form (~5 minutes)
-    python -m tools.chaos --short          # what tests/test_chaos.py runs (~1.5 minutes)
+    python -m tools.chaos --short          # what tests/deploy/test_chaos.py runs (~1.5 minutes)
     python -m tools.chaos --only redis,promote --keep-run-dir run/chaos
 
 The stack, every server on a free loopback port: redis-server; two gunicorn

@@ -19,8 +19,7 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from service.openapi_spec import build_spec
-
-from .v2_server import ADMIN_TOKEN, shared_server
+from tests.v2_server import ADMIN_TOKEN, shared_server
 
 MAX_EXAMPLES = 15
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}

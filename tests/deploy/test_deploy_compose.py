@@ -14,7 +14,6 @@ import json
 import os
 import random
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -28,10 +27,10 @@ import pytest
 import requests
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
-SCRIPT = ROOT / "compose" / "local-stack.sh"
+from tests.helpers import IRIS_FEATURES, REPO, free_port
+
+SCRIPT = REPO / "compose" / "local-stack.sh"
 UP_TIMEOUT = 450  # a fresh machine: debootstrap base + stand-ins + api image, then healthy
-IRIS_FEATURES = "sepal length (cm),sepal width (cm),petal length (cm),petal width (cm)"
 IRIS_LABELS = {"setosa", "versicolor", "virginica"}
 
 # Trains and saves a second iris model inside the api container (its /tmp is a tmpfs):
@@ -43,12 +42,6 @@ from sklearn.linear_model import LogisticRegression
 X, y = load_iris(return_X_y=True)
 sio.dump(LogisticRegression(C=0.05, max_iter=500).fit(X, y), "/tmp/iris-v2.skops")
 """
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass
@@ -105,8 +98,8 @@ def stack(request: pytest.FixtureRequest) -> Iterator[Stack]:
         env={
             **os.environ,
             "COMPOSE_PROJECT_NAME": f"predictor-test-{os.getpid()}",
-            "PREDICTOR_HTTP_PORT": str(_free_port()),
-            "PROMETHEUS_PORT": str(_free_port()),
+            "PREDICTOR_HTTP_PORT": str(free_port()),
+            "PROMETHEUS_PORT": str(free_port()),
             "PREDICTOR_STACK_DIR": stack_dir,
             "PYTHON": sys.executable,
             "STACK_UP_TIMEOUT": str(UP_TIMEOUT - 30),
@@ -195,7 +188,7 @@ def test_promotion_switches_version_with_no_failed_request(stack: Stack) -> None
     stack.compose("exec", "-T", "api", "python3", "-c", TRAIN_V2, timeout=120)
     out = stack.compose(
         "exec", "-T", "api", "predictor", "publish", "/tmp/iris-v2.skops",
-        "--name", "iris", "--version", "2", "--features", IRIS_FEATURES,
+        "--name", "iris", "--version", "2", "--features", ",".join(IRIS_FEATURES),
         "--labels", ",".join(sorted(IRIS_LABELS)),
     )  # fmt: skip
     assert "published iris version 2" in out
@@ -280,7 +273,7 @@ def test_prometheus_scrapes_every_replica_and_counts_requests(stack: Stack) -> N
 
 
 def _podman(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "CONTAINERS_CONF": str(ROOT / "compose" / "containers.conf")}
+    env = {**os.environ, "CONTAINERS_CONF": str(REPO / "compose" / "containers.conf")}
     return subprocess.run(
         ["podman", *args], env=env, capture_output=True, text=True, timeout=timeout
     )
@@ -303,11 +296,11 @@ def test_k8s_dev_pod_runs_as_rendered(stack: Stack, tmp_path: Path) -> None:
     """The dev overlay's api pod run the way a kubelet would: the select-models init
     container, then the api, each with the rendered user, read-only root, dropped
     capabilities, volumes, env and probes; then SIGTERM drains before it exits."""
-    from tests.test_deploy_k8s import api, container, container_env, kustomize
+    from tests.deploy.test_deploy_k8s import api, container, container_env, kustomize
 
-    image = yaml.safe_load((ROOT / "compose" / "docker-compose.local.yml").read_text())
+    image = yaml.safe_load((REPO / "compose" / "docker-compose.local.yml").read_text())
     image = image["services"]["api"]["image"]
-    docs = kustomize(ROOT / "k8s" / "overlays" / "dev")
+    docs = kustomize(REPO / "k8s" / "overlays" / "dev")
     deployment = api(docs)
     pod = deployment["spec"]["template"]["spec"]
     sc = pod["securityContext"]
@@ -364,7 +357,7 @@ def test_k8s_dev_pod_runs_as_rendered(stack: Stack, tmp_path: Path) -> None:
 
     main = container(deployment, "api")
     (port,) = [p["containerPort"] for p in main["ports"]]
-    host_port = _free_port()
+    host_port = free_port()
     name = f"predictor-k8s-rehearsal-{os.getpid()}"
     proc = _podman(
         "run", "-d", "--name", name, "-p", f"127.0.0.1:{host_port}:{port}",

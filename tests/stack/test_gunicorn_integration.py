@@ -10,10 +10,8 @@ import pytest
 import requests
 
 from service.store import ModelStore
+from tests.helpers import IRIS_ROW, metrics_text, parse_samples, plant_pickle_bomb, total
 from tools.stack import Gunicorn
-
-from .conftest import IRIS_ROW
-from .test_artifacts import plant_pickle_bomb
 
 
 @pytest.fixture
@@ -52,12 +50,12 @@ def test_every_route_over_http(server):
     # Both workers answered something; /metrics adds them up whichever worker serves it.
     for _ in range(40):
         _post(f"{base}/predict", {"input": IRIS_ROW})
-    text = requests.get(f"{base}/metrics", timeout=5).text
-    wanted = 'predictor_http_requests_total{method="POST",route="/predict",status="200"}'
-    line = next(ln for ln in text.splitlines() if ln.startswith(wanted))
-    assert float(line.rsplit(" ", 1)[1]) == 41
-    serving = [ln for ln in text.splitlines() if ln.startswith("predictor_model_info{") and
-               'model="iris"' in ln and ln.endswith(" 1.0")]  # fmt: skip
+    text = metrics_text(base)
+    samples = parse_samples(text)
+    requests_total = "predictor_http_requests_total"
+    assert total(samples, requests_total, method="POST", route="/predict", status="200") == 41
+    info = {labels: v for (name, labels), v in samples.items() if name == "predictor_model_info"}
+    serving = [labels for labels, v in info.items() if ("model", "iris") in labels and v == 1]
     assert len(serving) == 2, serving  # one series per worker
 
     # The exposition follows Prometheus' conventions (promtool exits 3 on lint findings).

@@ -174,7 +174,10 @@ def test_family_compiles_and_answers_like_sklearn(make, dataset, task, exact) ->
         np.testing.assert_allclose(predictions, est.predict(fresh), rtol=TOLERANCE)
     for row in fresh[:20]:  # the cache-miss request: one row
         one, _ = runtime.run(row[None, :], with_proba=False)
-        assert one.tolist() == est.predict(row[None, :]).tolist()
+        if exact or task == "classification":  # labels, and tree sums, are bit-identical
+            assert one.tolist() == est.predict(row[None, :]).tolist()
+        else:  # a float regression's last bit depends on the CPU's SIMD path (seen: 1 ULP)
+            np.testing.assert_allclose(one, est.predict(row[None, :]), rtol=TOLERANCE)
 
 
 def test_random_forest_ties_go_to_the_first_class_as_in_sklearn() -> None:

@@ -12,9 +12,7 @@ from service.manifest import Manifest
 from service.publish import publish_estimator
 from service.settings import Settings
 from service.store import ModelStore
-
-from .conftest import IRIS_ROW
-from .test_artifacts import _RunsCode
+from tests.helpers import IRIS_ROW, RunsCode
 
 
 def app_with(store_dir, **settings):
@@ -132,7 +130,7 @@ def test_compiled_graph_serves_without_ever_unpickling(store_dir, tmp_path):
 
     marker = tmp_path / "pwned"
     directory = ModelStore(store_dir).version_dir("iris", "1")
-    (directory / "model.skops").write_bytes(pickle.dumps(_RunsCode(marker)))
+    (directory / "model.skops").write_bytes(pickle.dumps(RunsCode(marker)))
     client = app_with(store_dir).test_client()
     assert client.post("/predict", json={"input": IRIS_ROW}).get_json()["prediction"] == ["setosa"]
     assert runtime_of(client, "iris")[0] == "onnx"

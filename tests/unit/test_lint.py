@@ -6,12 +6,13 @@ import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.helpers import REPO
+
 RUFF = str(Path(sys.executable).with_name("ruff"))
 
 
 def test_ruff_check_and_format_are_clean():
-    check = subprocess.run([RUFF, "check", "."], cwd=ROOT, capture_output=True, text=True)
+    check = subprocess.run([RUFF, "check", "."], cwd=REPO, capture_output=True, text=True)
     assert check.returncode == 0, check.stdout
-    fmt = subprocess.run([RUFF, "format", "--check", "."], cwd=ROOT, capture_output=True, text=True)
+    fmt = subprocess.run([RUFF, "format", "--check", "."], cwd=REPO, capture_output=True, text=True)
     assert fmt.returncode == 0, fmt.stdout

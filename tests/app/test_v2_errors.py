@@ -11,8 +11,7 @@ import pytest
 
 from service.app import create_app
 from service.settings import Settings
-
-from .conftest import IRIS_FEATURES, IRIS_ROW
+from tests.helpers import IRIS_FEATURES, IRIS_ROW
 
 INFER = "/v2/models/iris/infer"
 

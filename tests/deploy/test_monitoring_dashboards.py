@@ -4,7 +4,7 @@ The JSON Schemas come from npm ``@grafana/schema`` through
 ``ts-json-schema-generator`` (deps/npm-monitoring.sh writes them to
 monitoring/.tools/schemas/): the Dashboard type, each panel plugin's Options
 and FieldConfig, and the DataQuery every target extends. Whether each query
-returns data is tests/test_monitoring_live.py's job.
+returns data is tests/deploy/test_monitoring_live.py's job.
 """
 
 from __future__ import annotations
@@ -20,7 +20,8 @@ import jsonschema
 import pytest
 import yaml
 
-REPO = Path(__file__).resolve().parents[1]
+from tests.helpers import REPO
+
 MONITORING = REPO / "monitoring"
 SCHEMAS = MONITORING / ".tools" / "schemas"
 DASHBOARD_DIR = MONITORING / "grafana" / "dashboards"

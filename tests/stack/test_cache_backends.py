@@ -1,4 +1,5 @@
-"""The cache backends on their own: LRU order and expiry, and the Redis circuit breaker."""
+"""The Redis cache backends on their own against a real redis-server: the circuit breaker
+and the near tier (tests/unit/test_local_cache.py: the in-process LRU)."""
 
 from __future__ import annotations
 
@@ -6,16 +7,6 @@ import time
 
 from service.cache import LocalCache, RedisCache
 from tools.stack import RedisServer, free_port
-
-
-def test_local_cache_evicts_least_recently_used_and_expires():
-    cache = LocalCache(max_entries=2, ttl_seconds=0.3)
-    cache.set_many({"a": b"1", "b": b"2"})
-    assert cache.get_many(["a"]) == [b"1"]  # a is now the most recent
-    cache.set_many({"c": b"3"})
-    assert cache.get_many(["a", "b", "c"]) == [b"1", None, b"3"]
-    time.sleep(0.35)
-    assert cache.get_many(["a", "c"]) == [None, None]
 
 
 def test_redis_breaker_skips_a_dead_server_then_reconnects(tmp_path):

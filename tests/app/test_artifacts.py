@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import json
-import os
 import pickle
-from pathlib import Path
 
 import pytest
 
@@ -16,37 +13,10 @@ from service.manifest import Manifest
 from service.models.registry import ModelRegistry
 from service.publish import publish_estimator
 from service.settings import Settings
-from service.signing import file_sha256
 from service.store import ModelStore
-
-from .conftest import IRIS_ROW
+from tests.helpers import IRIS_ROW, plant_pickle_bomb
 
 KEY = b"test-signing-key"
-
-
-class _RunsCode:
-    """Unpickling this writes a marker file: proof that code ran at load."""
-
-    def __init__(self, marker: Path) -> None:
-        self.marker = marker
-
-    def __reduce__(self):
-        return (os.system, (f"touch {self.marker}",))
-
-
-def plant_pickle_bomb(store: ModelStore, name: str, version: str, marker: Path, **manifest_extra):
-    """A new version whose artifact is a code-running pickle with a matching digest."""
-    source = store.manifest(name, store.current(name))
-    directory = store.version_dir(name, version)
-    directory.mkdir()
-    artifact = directory / "model.joblib"
-    artifact.write_bytes(pickle.dumps(_RunsCode(marker)))
-    fields = source.model_dump(mode="json") | {
-        "version": version, "format": "joblib", "artifact": "model.joblib",
-        "sha256": file_sha256(artifact), "signature": None, "trusted_types": [], "compiled": None,
-    } | manifest_extra  # fmt: skip
-    (directory / "manifest.json").write_text(json.dumps(fields))
-    return directory
 
 
 @pytest.mark.parametrize(

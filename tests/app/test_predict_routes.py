@@ -5,8 +5,7 @@ from __future__ import annotations
 import pytest
 
 from service.settings import Settings
-
-from .conftest import IRIS_ROW
+from tests.helpers import IRIS_ROW
 
 
 def test_seed_route_answers_the_iris_prediction(client):

@@ -12,16 +12,15 @@ import os
 import re
 import shutil
 import subprocess
-import urllib.request
 from pathlib import Path
 
 import pytest
 
+from tests.helpers import REPO, scrape, total
 from tools.stack import Gunicorn
 
-ROOT = Path(__file__).resolve().parent.parent
-LOCUST = ROOT / ".venv" / "bin" / "locust"
-LOCUSTFILE = ROOT / "loadtests" / "locustfile.py"
+LOCUST = REPO / ".venv" / "bin" / "locust"
+LOCUSTFILE = REPO / "loadtests" / "locustfile.py"
 
 
 @pytest.fixture(scope="module")
@@ -51,8 +50,7 @@ def locust(host: str, out: Path, *args: str, seconds: int = 6) -> subprocess.Com
 
 
 def metric_total(url: str, name: str) -> float:
-    text = urllib.request.urlopen(url + "/metrics", timeout=5).read().decode()
-    return sum(float(m.group(1)) for m in re.finditer(rf"^{name}\{{[^}}]*\}} (\S+)$", text, re.M))
+    return total(scrape(url), name)
 
 
 def test_mixed_load_passes_the_slo_gate(api: Gunicorn, tmp_path: Path) -> None:

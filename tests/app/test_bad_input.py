@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from .conftest import IRIS_ROW
+from tests.helpers import IRIS_ROW
 
 V1 = "/v1/models/iris:predict"
 SEED = "/predict"

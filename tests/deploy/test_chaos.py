@@ -3,7 +3,8 @@
 Redis, two gunicorn pods, nginx and Locust (20 users, its own process) on loopback;
 every fault of `make chaos` runs, a few seconds each (~1.5 minutes in all). The run
 checks each row itself (tools/chaos.py); this module checks the outcome from the
-JSON it writes, and that the accounting cannot pass a failed request.
+JSON it writes (tests/unit/test_chaos_accounting.py: the accounting cannot pass a
+failed request).
 """
 
 from __future__ import annotations
@@ -12,14 +13,12 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
+from tests.helpers import REPO
 from tools import chaos
-from tools.load_scenarios import Answer
 
-REPO = Path(__file__).resolve().parents[1]
 EXPECTED = {
     "baseline", "redis-kill", "redis-pause", "worker-kill", "master-restart",
     "promote-corrupt", "promote-tampered", "promote-pickle", "promote-skops-os-system",
@@ -130,42 +129,3 @@ def test_abuse_answers(report: dict) -> None:
     assert keys["repository index on the internal port, none"] == 401
     assert keys["repository index on the internal port, a wrong token"] == 403
     assert keys["repository index on the internal port, admin token"] == 200
-
-
-# --- the accounting itself (no servers) -------------------------------------------------
-
-
-def _accounted(answers: list[Answer], rows: list[chaos.Row]) -> chaos.Chaos:
-    runner = chaos.Chaos.__new__(chaos.Chaos)
-    runner.cfg = chaos.Config()
-    runner.rows, runner.problems = rows, []
-    runner.marker = Path("/nonexistent/marker")
-    runner._account(answers, {"num_requests": len(answers), "num_failures": sum(
-        1 for a in answers if a.error)})  # fmt: skip
-    return runner
-
-
-def test_a_failed_request_fails_its_row_only() -> None:
-    answers = [Answer(10.0 + i, 5.0, 200, "1", None) for i in range(10)]
-    answers[7] = Answer(17.0, 1.0, 502, None, "HTTP 502: bad gateway")
-    rows = [chaos.Row("baseline", "b", 0.0, 15.0), chaos.Row("x", "x", 15.0, float("inf"))]
-    _accounted(answers, rows)
-    assert (rows[0].requests, rows[0].failed, rows[0].passed) == (5, 0, True)
-    assert (rows[1].requests, rows[1].failed, rows[1].passed) == (5, 1, False)
-    assert "HTTP 502" in rows[1].problems[0]
-    assert "FAILED" in chaos.table_row(rows[1]) and "FAILED" not in chaos.table_row(rows[0])
-
-
-def test_p99_bound_and_an_empty_window_fail() -> None:
-    answers = [Answer(1.0 + i / 100, 10.0, 200, "1", None) for i in range(100)]
-    answers += [Answer(5.0 + i / 100, 900.0, 200, "1", None) for i in range(100)]
-    rows = [
-        chaos.Row("baseline", "b", 0.0, 4.0),
-        chaos.Row("redis-pause", "p", 4.0, 8.0, bounded_p99=True),
-        chaos.Row("late", "l", 8.0, float("inf")),
-    ]
-    runner = _accounted(answers, rows)
-    assert rows[0].passed and rows[0].p99_ms == 10.0
-    assert not rows[1].passed and "p99 900 ms above 260 ms" in rows[1].problems[0]
-    assert rows[2].problems == ["no load request fell in this fault's time"]
-    assert runner.problems == []

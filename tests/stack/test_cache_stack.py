@@ -10,10 +10,8 @@ import pytest
 import requests
 
 from service.store import ModelStore
+from tests.helpers import IRIS_FEATURES, IRIS_ROW, scrape, total
 from tools.stack import Gunicorn, Nginx, RedisServer
-
-from .conftest import IRIS_FEATURES, IRIS_ROW
-from .metrics_text import scrape, total
 
 
 @pytest.fixture

@@ -36,9 +36,9 @@ import requests
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.helpers import REPO
 from tools.stack import Gunicorn, Prometheus, RedisServer, StackError, free_port, wait_until
 
-REPO = Path(__file__).resolve().parents[1]
 MONITORING = REPO / "monitoring"
 CLI = REPO / ".venv" / "bin" / "predictor"
 DASHBOARDS = sorted((MONITORING / "grafana" / "dashboards").glob("*.json"))
@@ -163,7 +163,7 @@ def prometheus_config(run: Path, targets: list[str], prometheus_port: int, pods:
 
 def kubernetes_pods(pods: Path, api_port: int) -> None:
     """What pod discovery would report: an api pod labelled and annotated as in
-    k8s/base/api-deployment.yaml (tests/test_monitoring_rules.py holds the two together),
+    k8s/base/api-deployment.yaml (tests/deploy/test_monitoring_rules.py holds the two together),
     its port annotation pointed at the local gunicorn; and pods to leave alone."""
 
     def pod(name: str, **changes: str) -> dict:

@@ -26,6 +26,8 @@ import pytest
 import requests
 
 from service.settings import Settings
+from tests import helpers
+from tests.helpers import IRIS_ROW, log_entry
 from tools import stack
 from tools.stack import (
     NGINX_DEFAULTS,
@@ -40,7 +42,6 @@ from tools.stack import (
     render_nginx_config,
 )
 
-IRIS_ROW = [5.1, 3.5, 1.4, 0.2]
 HEX32 = re.compile(r"^[0-9a-f]{32}$")
 
 
@@ -89,25 +90,9 @@ def predict(
     )
 
 
-def log_entry(nginx: Nginx, request_id: str) -> dict:
-    """The one access log line of ``request_id`` (nginx writes it as the request ends)."""
-    found: list[dict] = []
-
-    def logged() -> bool:
-        found[:] = [e for e in nginx.access_log_entries() if e["request_id"] == request_id]
-        return bool(found)
-
-    stack.wait_until(logged, 5, f"access log line for {request_id}")
-    assert len(found) == 1, f"expected one access log line for {request_id}, got {found}"
-    return found[0]
-
-
 def assert_json_error(response: requests.Response, status: int, code: str) -> dict:
-    assert response.status_code == status, response.text
-    assert response.headers["Content-Type"].startswith("application/json")
-    body = response.json()
-    assert body["error"]["code"] == code
-    assert body["error"]["message"]
+    """The shared check, plus: every answer through the front carries its request id."""
+    body = helpers.assert_json_error(response, status, code)
     assert response.headers["X-Request-ID"]
     return body
 

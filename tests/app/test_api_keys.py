@@ -12,8 +12,7 @@ import pytest
 from service.app import create_app
 from service.auth import hash_key
 from service.settings import Settings
-
-from .conftest import IRIS_ROW
+from tests.helpers import IRIS_ROW
 
 KEY = "k-alice-0123456789"
 OTHER = "k-bob-9876543210"

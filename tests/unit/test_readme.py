@@ -3,15 +3,13 @@ CI runs is the one README gives."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from prometheus_client.metrics import MetricWrapperBase
 
 from service import metrics
 from service.settings import Settings
+from tests.helpers import REPO
 
-ROOT = Path(__file__).resolve().parents[1]
-README = (ROOT / "README.md").read_text()
+README = (REPO / "README.md").read_text()
 
 
 def test_every_setting_is_in_the_settings_table():
@@ -31,4 +29,11 @@ def test_every_metric_is_documented():
 
 def test_ci_runs_the_readme_test_command():
     assert "    make test " in README.split("## Try it")[0]
-    assert "make test" in (ROOT / ".ci" / "run").read_text().splitlines()[-1]
+    assert "make test" in (REPO / ".ci" / "run").read_text().splitlines()[-1]
+
+
+def test_readme_names_the_fast_inner_loop_and_make_runs_unit_and_app():
+    assert "    make test-fast " in README.split("## Try it")[0]
+    makefile = (REPO / "Makefile").read_text()
+    recipe = makefile.split("\ntest-fast:", 1)[1].split("\n\n", 1)[0]
+    assert '-m "unit or app" tests/unit tests/app' in recipe

@@ -10,13 +10,12 @@ import requests
 import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
-from .v2_server import ADMIN_TOKEN, shared_server
+from tests import helpers
+from tests.helpers import IRIS_FEATURES
+from tests.v2_server import ADMIN_TOKEN, shared_server
 
-IRIS_ROWS = np.array(
-    [[5.1, 3.5, 1.4, 0.2], [5.9, 3.0, 4.2, 1.5], [6.7, 3.0, 5.2, 2.3]], dtype=np.float32
-)
+IRIS_ROWS = np.array(helpers.IRIS_ROWS, dtype=np.float32)
 IRIS_CLASSES = [0, 1, 2]  # setosa, versicolor, virginica: unambiguous for any fitted model
-IRIS_FEATURES = ["sepal length (cm)", "sepal width (cm)", "petal length (cm)", "petal width (cm)"]
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 
 

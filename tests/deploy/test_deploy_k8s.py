@@ -20,9 +20,9 @@ import pytest
 import yaml
 
 from service.settings import Settings
+from tests.helpers import REPO, app_routes
 
-ROOT = Path(__file__).resolve().parents[1]
-K8S = ROOT / "k8s"
+K8S = REPO / "k8s"
 OVERLAYS = ["dev", "prod"]
 TARGETS = ["base", *OVERLAYS]
 # The oldest release the manifests need (matchLabelKeys in topology spread, the
@@ -85,14 +85,6 @@ def settings_for(env: dict[str, str]) -> Settings:
     """service.settings.Settings as the container would build it from its environment."""
     fields = {k.removeprefix("PREDICTOR_"): v for k, v in env.items() if k.startswith("PREDICTOR_")}
     return Settings.model_validate(fields)
-
-
-@functools.cache
-def app_routes() -> frozenset[str]:
-    from service.app import create_app
-
-    app = create_app(Settings(MODEL_STORE=ROOT / "no-such-store"), load_models=False)
-    return frozenset(rule.rule for rule in app.url_map.iter_rules())
 
 
 def matches(selector: dict[str, str], labels: dict[str, str]) -> bool:
@@ -180,7 +172,7 @@ def test_container_port_is_the_gunicorn_bind_port(target: str, tmp_path: Path) -
             **env,
             "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "metrics"),
         },
-        cwd=ROOT,
+        cwd=REPO,
         capture_output=True,
         text=True,
         timeout=60,

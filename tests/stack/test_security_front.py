@@ -29,10 +29,9 @@ import pytest
 import requests
 
 from service.auth import hash_key
-from tools import stack
+from tests.helpers import IRIS_ROW, assert_json_error, log_entry
 from tools.stack import Gunicorn, Nginx, TlsFiles
 
-IRIS_ROW = [5.1, 3.5, 1.4, 0.2]
 # Made like `predictor api-key new` makes them; distinct enough to grep for.
 KEYS = {"alice": secrets.token_urlsafe(32), "bob": secrets.token_urlsafe(32)}
 ADMIN_TOKEN = secrets.token_urlsafe(32)
@@ -116,27 +115,6 @@ def extra_nginx(secured: Secured) -> Iterator[list[Nginx]]:
 
 def post(url: str, body: dict, verify: Path | bool = True, **headers: str) -> requests.Response:
     return requests.post(url, json=body, headers=headers, timeout=10, verify=verify)
-
-
-def assert_json_error(response: requests.Response, status: int, code: str | None = None) -> dict:
-    assert response.status_code == status, response.text
-    assert response.headers["Content-Type"].startswith("application/json")
-    body = response.json()
-    error = body["error"]
-    if code is not None:  # V2 routes answer {"error": "message"}
-        assert error["code"] == code, body
-    return body
-
-
-def log_entry(nginx: Nginx, request_id: str) -> dict:
-    found: list[dict] = []
-
-    def logged() -> bool:
-        found[:] = [e for e in nginx.access_log_entries() if e["request_id"] == request_id]
-        return bool(found)
-
-    stack.wait_until(logged, 5, f"access log line for {request_id}")
-    return found[0]
 
 
 # --- TLS ------------------------------------------------------------------------------

@@ -19,7 +19,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-REPO = Path(__file__).resolve().parents[1]
+from tests.helpers import REPO
+
 MONITORING = REPO / "monitoring"
 RULE_FILES = sorted((MONITORING / "rules").glob("*.yml"))
 UNIT_TESTS = sorted((MONITORING / "tests").glob("*.yml"))

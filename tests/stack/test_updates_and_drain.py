@@ -13,9 +13,8 @@ from pathlib import Path
 import requests
 
 from service.store import ModelStore
+from tests.helpers import IRIS_ROW
 from tools.stack import Gunicorn, RedisServer
-
-from .conftest import IRIS_ROW
 
 PREDICTOR = str(Path(sys.executable).with_name("predictor"))
 
