@@ -130,6 +130,18 @@ PREDICTION_VALUES = Histogram(
     buckets=VALUE_BUCKETS,
 )
 
+GRPC_REQUESTS = Counter(
+    "predictor_grpc_requests_total",
+    "Open Inference Protocol gRPC calls answered, by method and status code.",
+    ["method", "code"],
+)
+GRPC_DURATION = Histogram(
+    "predictor_grpc_request_duration_seconds",
+    "Time from a gRPC call's start to its answer, by method and status code.",
+    ["method", "code"],
+    buckets=LATENCY_BUCKETS,
+)
+
 
 def render() -> tuple[bytes, str]:
     """The exposition text of every worker (multiprocess) or of this process."""
