@@ -57,6 +57,12 @@ HTTP_DURATION = Histogram(
     ["route", "method", "status"],
     buckets=LATENCY_BUCKETS,
 )
+RESPONSES_CUT_SHORT = Counter(
+    "predictor_responses_cut_short_total",
+    "Responses a worker died while sending, so the client got fewer bytes than their "
+    "Content-Length (counted by the gunicorn master). Only a response the kernel did not "
+    "take in one write can be cut: one larger than the socket buffer, or streamed.",
+)
 INFLIGHT = Gauge(
     "predictor_http_requests_in_flight",
     "Requests being handled right now, summed over workers.",
@@ -122,6 +128,18 @@ PREDICTION_VALUES = Histogram(
     "Regressor prediction values.",
     ["model", "version"],
     buckets=VALUE_BUCKETS,
+)
+
+GRPC_REQUESTS = Counter(
+    "predictor_grpc_requests_total",
+    "Open Inference Protocol gRPC calls answered, by method and status code.",
+    ["method", "code"],
+)
+GRPC_DURATION = Histogram(
+    "predictor_grpc_request_duration_seconds",
+    "Time from a gRPC call's start to its answer, by method and status code.",
+    ["method", "code"],
+    buckets=LATENCY_BUCKETS,
 )
 
 

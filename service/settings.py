@@ -133,6 +133,16 @@ class Settings(BaseSettings):
     MAX_REQUESTS_JITTER: int = Field(0, ge=0, description="Random spread added to MAX_REQUESTS.")
     LOG_LEVEL: str = Field("info", description="Log level of the service.")
 
+    # --- gRPC (Open Inference Protocol) ------------------------------------
+    GRPC_BIND: str = Field(
+        "127.0.0.1:8001",
+        description="Address the gRPC Open Inference Protocol listens on; empty disables it.",
+    )
+    GRPC_WORKERS: int = Field(
+        1, ge=1, description="gRPC server processes started beside the gunicorn workers."
+    )
+    GRPC_THREADS: int = Field(4, ge=1, description="Threads per gRPC server process.")
+
     @cached_property
     def signing_key(self) -> bytes | None:
         """The artifact signing key from the variable or its file, if any."""

@@ -96,7 +96,8 @@ class ServiceState:
                 task=described.task,
                 estimator=described.estimator,
                 features=[f.model_dump(exclude_none=True) for f in described.features],
-                output_labels=described.output_labels,
+                classes=described.classes,  # what predictions answer
+                output_labels=described.output_labels,  # display names, in classes order
                 metrics=described.metrics,
                 sample_input=described.sample_input,
                 description=described.description,

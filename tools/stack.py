@@ -513,12 +513,18 @@ class Gunicorn(ManagedProcess):
         env: Mapping[str, str] | None = None,
         name: str | None = None,
         inherit_settings: bool = True,
+        grpc_port: int | None = None,
     ) -> None:
-        """``inherit_settings=False`` drops PREDICTOR_* of the calling environment (tests)."""
+        """``inherit_settings=False`` drops PREDICTOR_* of the calling environment (tests).
+
+        The gRPC server starts only with ``grpc_port`` (or PREDICTOR_GRPC_BIND in ``env``):
+        a test's gunicorn must not take the default port 8001.
+        """
         super().__init__(run_dir, name)
         self.inherit_settings = inherit_settings
         self.store = Path(store).resolve()
         self.port = port or free_port()
+        self.grpc_port = grpc_port
         self.redis_url = redis_url
         self.workers = workers
         self.extra_env = dict(env or {})
@@ -530,6 +536,10 @@ class Gunicorn(ManagedProcess):
     @property
     def address(self) -> str:
         return f"127.0.0.1:{self.port}"
+
+    @property
+    def grpc_address(self) -> str | None:
+        return f"127.0.0.1:{self.grpc_port}" if self.grpc_port else None
 
     @property
     def metrics_dir(self) -> Path:
@@ -547,6 +557,7 @@ class Gunicorn(ManagedProcess):
         self.metrics_dir.mkdir(parents=True, exist_ok=True)
         env.update(
             PREDICTOR_BIND=self.address,
+            PREDICTOR_GRPC_BIND=self.grpc_address or "",
             PREDICTOR_MODEL_STORE=str(self.store),
             PROMETHEUS_MULTIPROC_DIR=str(self.metrics_dir),
             HOME=str(home),
@@ -934,6 +945,7 @@ def stack_up(
     redis_port: int = 6380,
     prometheus_port: int = 9090,
     prometheus_config: Path | None = None,
+    grpc_port: int = 8001,
     store: Path | None = None,
     workers: int | None = 2,
     log: Callable[[str], None] = print,
@@ -950,6 +962,7 @@ def stack_up(
         "nginx": port,
         "nginx internal": internal_port,
         "gunicorn": api_port,
+        "gunicorn gRPC": grpc_port,
         "redis": redis_port,
     }
     if prometheus_config:
@@ -979,9 +992,11 @@ def stack_up(
             redis_url=redis.url,
             workers=workers,
             env={"PREDICTOR_REDIS_PASSWORD_FILE": str(redis.password_file)},
+            grpc_port=grpc_port,
         ).start()
         started.append(api)
         log(f"gunicorn    {api.url}  (PID {api.pid}, workers {len(api.worker_pids())})")
+        log(f"gRPC (OIP)  {api.grpc_address}")
         front = Nginx(run_dir, [api.address], port=port, internal_port=internal_port).start()
         started.append(front)
         log(f"nginx       {front.url}  (internal {front.internal_url})")
@@ -1059,6 +1074,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=8080, help="nginx public port")
     parser.add_argument("--internal-port", type=int, default=8081, help="nginx internal port")
     parser.add_argument("--api-port", type=int, default=8000, help="gunicorn port")
+    parser.add_argument("--grpc-port", type=int, default=8001, help="gRPC (OIP) port")
     parser.add_argument("--redis-port", type=int, default=6380, help="redis-server port")
     parser.add_argument("--prometheus-port", type=int, default=9090)
     parser.add_argument(
@@ -1087,6 +1103,7 @@ def main(argv: list[str] | None = None) -> int:
                 port=args.port,
                 internal_port=args.internal_port,
                 api_port=args.api_port,
+                grpc_port=args.grpc_port,
                 redis_port=args.redis_port,
                 prometheus_port=args.prometheus_port,
                 prometheus_config=prom,
