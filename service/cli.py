@@ -28,6 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args) or 0
     except (CliError, PredictorError, ArtifactRejected, OSError, ValueError) as exc:
+        # SecretError is a ValueError: a broken key file is one line too.
         message = exc.message if isinstance(exc, PredictorError) else str(exc)
         print(f"predictor {args.command}: error: {message}", file=sys.stderr)
         return 1
@@ -75,6 +76,14 @@ def _parser() -> argparse.ArgumentParser:
         help="artifact format to store (default skops: loads without running pickled code)",
     )
     p.add_argument("--description", default="")
+    p.add_argument(
+        "--trust",
+        action="append",
+        default=[],
+        metavar="TYPE",
+        help="a skops type outside the allow-list that you vouch for (repeat for each); "
+        "recorded in the signed manifest",
+    )
     p.add_argument("--promote", action="store_true", help="make it the current version")
     p.add_argument(
         "--no-compile", action="store_true", help="skip the ONNX graph (serve with scikit-learn)"
@@ -93,6 +102,18 @@ def _parser() -> argparse.ArgumentParser:
     p = command("api-key", _api_key, "create an API key: prints the key once and its config entry")
     p.add_argument("action", choices=["new"], help="new: generate a random key")
     p.add_argument("id", help="a name for the key (logged; the key itself never is)")
+
+    p = command(
+        "signing-key",
+        _signing_key,
+        "init: create the signing key file if missing (prints its path); new: print a fresh key",
+    )
+    p.add_argument("action", choices=["init", "new"])
+    p.add_argument(
+        "--file",
+        type=Path,
+        help="key file (default: $PREDICTOR_SIGNING_KEY_FILE or ~/.config/predictor/signing.key)",
+    )
 
     p = command("serve", _serve, "serve the store with gunicorn (settings from PREDICTOR_*)")
     p.add_argument("--bind", help="address to listen on (default $PREDICTOR_BIND)")
@@ -115,7 +136,7 @@ def _train_demo(args: argparse.Namespace) -> int:
     from .demo import train_demo
 
     settings = _settings(args)
-    for manifest in train_demo(ModelStore(settings.MODEL_STORE), settings.signing_key):
+    for manifest in train_demo(ModelStore(settings.MODEL_STORE), settings.publishing_key()):
         print(
             f"published {manifest.name} version {manifest.version} "
             f"({manifest.estimator}, {_metrics_text(manifest.metrics)}) and made it current"
@@ -139,7 +160,7 @@ def _publish(args: argparse.Namespace) -> int:
     from .publish import PublishError, features_for, publish_estimator
 
     settings = _settings(args)
-    estimator = _read_estimator(args.file)
+    estimator = _read_estimator(args.file, args.trust)
     try:
         names, types = _parse_features(args.features)
         features = features_for(estimator, names)
@@ -157,7 +178,8 @@ def _publish(args: argparse.Namespace) -> int:
             metrics=_json_arg("--metrics", args.metrics, dict),
             sample_input=_json_arg("--sample", args.sample, list),
             artifact_format=args.format,
-            signing_key=settings.signing_key,
+            signing_key=settings.publishing_key(),
+            trust=args.trust,
             description=args.description,
             promote=args.promote,
             compile_graph=not args.no_compile,
@@ -176,23 +198,35 @@ def _publish(args: argparse.Namespace) -> int:
     return 0
 
 
-def _read_estimator(path: Path) -> Any:
+def _read_estimator(path: Path, trust: list[str]) -> Any:
     if not path.is_file():
         raise CliError(f"no such file: {path}")
     if path.suffix == ".skops":
-        import skops.io as sio
+        from .artifacts import load_skops
 
+        # A .skops file may come from anywhere: list what it would construct before
+        # loading it, and load only the allow-list plus what the publisher vouched for.
         try:
-            # The publisher vouches for its own file: trust the types it holds.
-            return sio.load(path, trusted=sio.get_untrusted_types(file=path))
-        except Exception as exc:
-            raise CliError(f"{path} is not a readable skops file: {exc}") from exc
+            return load_skops(path, trust)
+        except ArtifactRejected as exc:
+            raise CliError(f"{path}: {_skops_refusal(exc)}") from exc
     import joblib
 
     try:
         return joblib.load(path)  # the publisher's own file, loaded on the publisher's machine
     except Exception as exc:
         raise CliError(f"{path} is not a readable joblib/pickle file: {exc}") from exc
+
+
+def _skops_refusal(exc: ArtifactRejected) -> str:
+    if exc.reason != "untrusted_types" or "never trusted" in str(exc):
+        return str(exc)
+    names = str(exc).rpartition(": ")[2].split(", ")
+    flags = " ".join(f"--trust {n}" for n in names)
+    return (
+        f"it holds types outside the allow-list: {', '.join(names)}; review them, and if "
+        f"you vouch for them publish again with {flags}"
+    )
 
 
 def _parse_features(text: str | None) -> tuple[list[str] | None, list[FeatureType] | None]:
@@ -293,6 +327,25 @@ def _api_key(args: argparse.Namespace) -> int:
     key = new_key()
     print(f"key (give it to the client; it is not stored anywhere): {key}")
     print(f"entry for PREDICTOR_API_KEYS or PREDICTOR_API_KEYS_FILE: {args.id}:{hash_key(key)}")
+    return 0
+
+
+def _signing_key(args: argparse.Namespace) -> int:
+    from .secret_files import (
+        check_length,
+        create_secret_file,
+        default_signing_key_file,
+        new_secret,
+        read_secret_file,
+    )
+
+    if args.action == "new":
+        print(new_secret())
+        return 0
+    path = args.file or _settings(args).SIGNING_KEY_FILE or default_signing_key_file()
+    created = create_secret_file(path)
+    check_length(read_secret_file(path, "signing key"), f"the signing key in {path}")
+    print(f"{'created' if created else 'kept the existing'} signing key {path}")
     return 0
 
 

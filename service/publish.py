@@ -18,12 +18,15 @@ import numpy as np
 import sklearn
 from sklearn.base import is_classifier
 
+from . import trust as skops_trust
 from .artifacts import load_estimator
 from .manifest import ArtifactFormat, Feature, Manifest
-from .signing import file_sha256, sign
+from .signing import file_sha256, sign, version_files
 from .store import ModelStore, check_name
 
 COMPILED_ARTIFACT = "model.onnx"
+# ``signing_key`` left out: sign with the configured key, creating the local one if none.
+CONFIGURED_KEY: Any = object()
 
 
 class PublishError(Exception):
@@ -89,14 +92,24 @@ def publish_estimator(
     metrics: dict[str, float] | None = None,
     sample_input: list[list[Any]] | None = None,
     artifact_format: ArtifactFormat = "skops",
-    signing_key: bytes | None = None,
+    signing_key: bytes | None = CONFIGURED_KEY,
+    trust: Sequence[str] = (),
     description: str = "",
     promote: bool = False,
     compile_graph: bool = True,
     held_out: Any = None,
 ) -> Manifest:
-    """Write a new version of ``name`` and optionally make it current."""
+    """Write a new version of ``name`` and optionally make it current.
+
+    ``trust`` names skops types beyond the allow-list (service/trust.py) that the
+    estimator needs; they are recorded in the signed manifest. ``signing_key=None``
+    publishes unsigned (served only where ``PREDICTOR_ALLOW_UNSIGNED`` is on).
+    """
     check_name("model", name)
+    if signing_key is CONFIGURED_KEY:
+        from .settings import Settings
+
+        signing_key = Settings().publishing_key()
     features = features or features_for(estimator)
     version = check_name("version", version or store.next_version(name))
     if version in store.versions(name):
@@ -119,7 +132,7 @@ def publish_estimator(
     except OSError as exc:
         raise PublishError(f"cannot write to the model store {store.root}: {exc}") from exc
     try:
-        artifact, trusted = _dump(estimator, staging, artifact_format)
+        artifact, trusted = _dump(estimator, staging, artifact_format, trust)
         manifest = Manifest(
             name=name,
             version=version,
@@ -139,6 +152,7 @@ def publish_estimator(
         )
         if compile_graph:
             manifest.compiled = _compile(estimator, features, task, sample, held_out, staging)
+        manifest.files = version_files(staging)  # every file, signed through the manifest
         if signing_key:
             manifest.signature = sign(signing_key, manifest.signed_fields())
         manifest.write(staging)
@@ -181,7 +195,9 @@ def _compile(
     return record
 
 
-def _dump(estimator: Any, directory: Path, fmt: ArtifactFormat) -> tuple[Path, list[str]]:
+def _dump(
+    estimator: Any, directory: Path, fmt: ArtifactFormat, trust: Sequence[str] = ()
+) -> tuple[Path, list[str]]:
     if fmt == "joblib":
         import joblib
 
@@ -192,8 +208,27 @@ def _dump(estimator: Any, directory: Path, fmt: ArtifactFormat) -> tuple[Path, l
 
     path = directory / "model.skops"
     sio.dump(estimator, path)
-    # The publisher vouches for the types its own estimator uses; nothing else will load.
-    return path, sorted(sio.get_untrusted_types(file=path))
+    return path, trusted_types_for(sio.get_untrusted_types(file=path), trust)
+
+
+def trusted_types_for(found: Sequence[str], trust: Sequence[str]) -> list[str]:
+    """What the manifest records as trusted for a skops dump of the publisher's estimator.
+
+    Allow-listed types need nothing. The tree types skops flags are recorded: the
+    publisher's own estimator built them in this process. Any other type must be named
+    in ``trust``; a never-trusted one is refused whatever ``trust`` says.
+    """
+    refused, missing = skops_trust.unexplained(found, trust)
+    if refused:
+        raise PublishError(f"never trusted: {skops_trust.describe_refused(refused)}")
+    missing = [t for t in missing if not skops_trust.needs_review(t)]
+    if missing:
+        flags = " ".join(f"--trust {t}" for t in missing)
+        raise PublishError(
+            f"the estimator holds types outside the allow-list: {', '.join(missing)}; "
+            f"if you vouch for them, publish with {flags} (Python API: trust=[...])"
+        )
+    return sorted(t for t in set(found) if not skops_trust.allowed_by_default(t))
 
 
 def _smoke(estimator: Any, features: list[Feature], rows: list[list[Any]]) -> None:
