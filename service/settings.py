@@ -122,6 +122,14 @@ class Settings(BaseSettings):
                 raise ValueError(f"{item!r}: expected model=auto|sklearn|onnx")
         return value
 
+    @field_validator("WARM_VERSIONS")
+    @classmethod
+    def _check_warm(cls, value: str) -> str:
+        from .version_policy import WarmVersions
+
+        WarmVersions.parse(value)
+        return value
+
     def runtime_for(self, model: str) -> str:
         """The runtime setting that applies to ``model``."""
         for item in self.RUNTIME_OVERRIDES.split(","):

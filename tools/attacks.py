@@ -138,3 +138,13 @@ def copy_version(store: ModelStore, name: str, source: str, target: str) -> Path
     for entry in src.iterdir():
         (dst / entry.name).write_bytes(entry.read_bytes())
     return dst
+
+
+def signed_copy(store: ModelStore, name: str, source: str, target: str, key: bytes) -> Path:
+    """The control: ``source`` republished as ``target`` and signed with the real key."""
+    directory = copy_version(store, name, source, target)
+    manifest = tamper(directory, version=target)
+    manifest.files = version_files(directory)
+    manifest.signature = sign(key, manifest.signed_fields())
+    manifest.write(directory)
+    return directory
