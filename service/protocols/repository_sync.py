@@ -22,7 +22,7 @@ from typing import Any
 import orjson
 
 from ..errors import PredictorError
-from ..registry import ModelRegistry
+from ..models.registry import ModelRegistry
 
 log = logging.getLogger("predictor.repository")
 

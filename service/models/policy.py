@@ -18,7 +18,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from .store import version_sort_key
+from ..store import version_sort_key
 
 _ITEM = re.compile(r"^(?P<model>\*|[A-Za-z0-9][A-Za-z0-9_.-]{0,63})@(?P<version>.+)$")
 _LATEST = re.compile(r"^latest:(?P<n>[1-9][0-9]{0,2})$")
