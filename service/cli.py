@@ -107,6 +107,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("action", choices=["new"], help="new: generate a random key")
     p.add_argument("id", help="a name for the key (logged; the key itself never is)")
 
+    command(
+        "verify",
+        _verify,
+        "check each current version's signature and file digests (loads nothing); "
+        "exit 1 if any fails",
+    )
+
     p = command(
         "signing-key",
         _signing_key,
@@ -332,6 +339,32 @@ def _api_key(args: argparse.Namespace) -> int:
     print(f"key (give it to the client; it is not stored anywhere): {key}")
     print(f"entry for PREDICTOR_API_KEYS or PREDICTOR_API_KEYS_FILE: {args.id}:{hash_key(key)}")
     return 0
+
+
+def _verify(args: argparse.Namespace) -> int:
+    from .artifacts import verify_version
+
+    settings = _settings(args)
+    store = ModelStore(settings.MODEL_STORE)
+    key = settings.signing_key
+    failed = 0
+    for name in store.names():
+        version = store.current(name)
+        if version is None:
+            continue
+        try:
+            signed = verify_version(store.version_dir(name, version),
+                                    store.manifest(name, version), key)  # fmt: skip
+        except (ArtifactRejected, PredictorError) as exc:
+            failed += 1
+            reason = exc.reason if isinstance(exc, ArtifactRejected) else exc.code
+            print(f"{name} {version}: refused ({reason}: {exc})")
+            continue
+        print(f"{name} {version}: {'signed, every file verified' if signed else 'not signed'}")
+    if key is None:
+        print("no signing key is set: nothing can be verified")
+        return 1
+    return 1 if failed else 0
 
 
 def _signing_key(args: argparse.Namespace) -> int:
