@@ -16,9 +16,12 @@ $(VENV)/.installed: pyproject.toml
 
 install: $(VENV)/.installed
 
-## Train the demo models into the store when it has none.
+## The local signing key (created once, outside the repo); the demo models, trained into
+## the store when it has none or its current versions do not verify with that key.
 models: install
-	@test -n "$$(ls -A $(STORE) 2>/dev/null)" || $(VENV)/bin/predictor train-demo --store $(STORE)
+	@$(VENV)/bin/predictor signing-key init
+	@if test -z "$$(ls -A $(STORE) 2>/dev/null)" || ! $(VENV)/bin/predictor verify --store $(STORE) >/dev/null; then \
+		$(VENV)/bin/predictor train-demo --store $(STORE); fi
 
 ## Serve on http://127.0.0.1:8000 with gunicorn and the in-process cache.
 run: models

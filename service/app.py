@@ -23,6 +23,9 @@ def create_app(settings: Settings | None = None, *, load_models: bool = True) ->
         level=settings.LOG_LEVEL.upper(),
         handlers=[logs.handler("%(asctime)s %(levelname)s %(name)s [%(process)d] %(message)s")],
     )
+    # Fail closed: a broken configured secret stops the service here, before it serves.
+    for warning in settings.check_secrets():
+        logging.getLogger("predictor.settings").warning("%s", warning)
     app = Flask(__name__, static_folder=None)
     app.config["MAX_CONTENT_LENGTH"] = settings.MAX_BODY_BYTES
     store = ModelStore(settings.MODEL_STORE)

@@ -29,6 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args) or 0
     except (CliError, PredictorError, ArtifactRejected, OSError, ValueError) as exc:
+        # SecretError is a ValueError: a broken key file is one line too.
         message = exc.message if isinstance(exc, PredictorError) else str(exc)
         print(f"predictor {args.command}: error: {message}", file=sys.stderr)
         return 1
@@ -92,6 +93,14 @@ def _parser() -> argparse.ArgumentParser:
         help="artifact format to store (default skops: loads without running pickled code)",
     )
     p.add_argument("--description", default="")
+    p.add_argument(
+        "--trust",
+        action="append",
+        default=[],
+        metavar="TYPE",
+        help="a skops type outside the allow-list that you vouch for (repeat for each); "
+        "recorded in the signed manifest",
+    )
     p.add_argument("--promote", action="store_true", help="make it the current version")
     compiled = ", ".join(r.name for r in runtimes.compiled_runtimes()) or "none registered"
     p.add_argument(
@@ -124,6 +133,25 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("action", choices=["new"], help="new: generate a random key")
     p.add_argument("id", help="a name for the key (logged; the key itself never is)")
 
+    command(
+        "verify",
+        _verify,
+        "check each current version's signature and file digests (loads nothing); "
+        "exit 1 if any fails",
+    )
+
+    p = command(
+        "signing-key",
+        _signing_key,
+        "init: create the signing key file if missing (prints its path); new: print a fresh key",
+    )
+    p.add_argument("action", choices=["init", "new"])
+    p.add_argument(
+        "--file",
+        type=Path,
+        help="key file (default: $PREDICTOR_SIGNING_KEY_FILE or ~/.config/predictor/signing.key)",
+    )
+
     p = command("serve", _serve, "serve the store with gunicorn (settings from PREDICTOR_*)")
     p.add_argument("--bind", help="address to listen on (default $PREDICTOR_BIND)")
     p.add_argument("--workers", type=int, help="worker processes (default: CPU count)")
@@ -145,7 +173,7 @@ def _train_demo(args: argparse.Namespace) -> int:
     from .demo import train_demo
 
     settings = _settings(args)
-    for manifest in train_demo(ModelStore(settings.MODEL_STORE), settings.signing_key):
+    for manifest in train_demo(ModelStore(settings.MODEL_STORE), settings.publishing_key()):
         print(
             f"published {manifest.name} version {manifest.version} "
             f"({manifest.estimator}, {_metrics_text(manifest.metrics)}) and made it current"
@@ -190,7 +218,8 @@ def _publish(args: argparse.Namespace) -> int:
             sample_input=_json_arg("--sample", args.sample, list),
             metrics=_json_arg("--metrics", args.metrics, dict),
             artifact_format=args.format,
-            signing_key=settings.signing_key,
+            signing_key=settings.publishing_key(),
+            trust=args.trust,
             description=args.description,
             promote=args.promote,
             compile_graph=not args.no_compile,
@@ -312,6 +341,51 @@ def _api_key(args: argparse.Namespace) -> int:
     key = new_key()
     print(f"key (give it to the client; it is not stored anywhere): {key}")
     print(f"entry for PREDICTOR_API_KEYS or PREDICTOR_API_KEYS_FILE: {args.id}:{hash_key(key)}")
+    return 0
+
+
+def _verify(args: argparse.Namespace) -> int:
+    from .artifacts import verify_version
+
+    settings = _settings(args)
+    store = ModelStore(settings.MODEL_STORE)
+    key = settings.signing_key
+    failed = 0
+    for name in store.names():
+        version = store.current(name)
+        if version is None:
+            continue
+        try:
+            signed = verify_version(store.version_dir(name, version),
+                                    store.manifest(name, version), key)  # fmt: skip
+        except (ArtifactRejected, PredictorError) as exc:
+            failed += 1
+            reason = exc.reason if isinstance(exc, ArtifactRejected) else exc.code
+            print(f"{name} {version}: refused ({reason}: {exc})")
+            continue
+        print(f"{name} {version}: {'signed, every file verified' if signed else 'not signed'}")
+    if key is None:
+        print("no signing key is set: nothing can be verified")
+        return 1
+    return 1 if failed else 0
+
+
+def _signing_key(args: argparse.Namespace) -> int:
+    from .secret_files import (
+        check_length,
+        create_secret_file,
+        default_signing_key_file,
+        new_secret,
+        read_secret_file,
+    )
+
+    if args.action == "new":
+        print(new_secret())
+        return 0
+    path = args.file or _settings(args).SIGNING_KEY_FILE or default_signing_key_file()
+    created = create_secret_file(path)
+    check_length(read_secret_file(path, "signing key"), f"the signing key in {path}")
+    print(f"{'created' if created else 'kept the existing'} signing key {path}")
     return 0
 
 

@@ -10,7 +10,7 @@ from sklearn.metrics import accuracy_score, f1_score, mean_absolute_error, r2_sc
 from sklearn.model_selection import train_test_split
 
 from .manifest import Feature, Manifest
-from .publish import publish_estimator, ranges_from_data
+from .publish import CONFIGURED_KEY, publish_estimator, ranges_from_data
 from .store import ModelStore
 
 SEED = 0
@@ -23,8 +23,11 @@ def _classifier_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, flo
     }
 
 
-def train_demo(store: ModelStore, signing_key: bytes | None = None) -> list[Manifest]:
-    """Train, publish and promote iris (LogisticRegression), iris-rf and diabetes."""
+def train_demo(store: ModelStore, signing_key: bytes | None = CONFIGURED_KEY) -> list[Manifest]:
+    """Train, publish and promote iris (LogisticRegression), iris-rf and diabetes.
+
+    Signed with the configured key (the local one is created when none is set).
+    """
     published = []
     iris = load_iris()
     # Species names are the classes, so every protocol answers "setosa", as predict() does.

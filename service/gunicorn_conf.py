@@ -12,9 +12,14 @@ import sys
 import tempfile
 import time
 
-from service.settings import Settings
+from service.settings import SecretError, Settings
 
 _settings = Settings()
+try:  # fail closed with one line, not a traceback, before any worker starts
+    _settings.check_secrets()
+except SecretError as _exc:
+    sys.stderr.write(f"predictor: cannot start: {_exc}\n")
+    sys.exit(1)
 
 # prometheus-client must see its multiprocess directory before it is imported, and it must
 # start empty (old worker files would skew counts). This module runs once, in the master,

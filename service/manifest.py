@@ -74,7 +74,14 @@ class Manifest(BaseModel):
     artifact: str = Field(description="File name of the artifact inside the version directory.")
     sha256: str
     signature: str | None = Field(None, description="HMAC-SHA256 of the signed fields, hex.")
-    trusted_types: list[str] = Field(default_factory=list, description="skops types trusted.")
+    trusted_types: list[str] = Field(
+        default_factory=list,
+        description="skops types the publisher trusted beyond the allow-list (service/trust.py).",
+    )
+    files: dict[str, str] = Field(
+        default_factory=dict,
+        description="sha256 of every file of the version but the manifest (signed with it).",
+    )
     sklearn_version: str = Field(
         description="scikit-learn version the model was trained with (stored in its file)."
     )
@@ -102,12 +109,11 @@ class Manifest(BaseModel):
         return [f.name for f in self.features]
 
     def signed_fields(self) -> bytes:
-        """The bytes a publisher signs: identity, digest and what the loader will trust."""
-        parts = [self.name, self.version, self.format, self.sha256, ",".join(self.trusted_types)]
-        compiled = self.compiled.sha256 if self.compiled else None
-        if compiled:
-            parts.append(compiled)
-        return "\n".join(parts).encode()
+        """The bytes a publisher signs: every field but the signature, canonically encoded."""
+        from .signing import canonical_manifest
+
+        fields = self.model_dump(mode="json", exclude={"signature"}, exclude_defaults=True)
+        return canonical_manifest(fields)
 
     def write(self, directory: Path) -> None:
         (directory / MANIFEST_FILE).write_text(self.model_dump_json(indent=2))

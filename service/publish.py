@@ -25,10 +25,11 @@ import pandas as pd
 import sklearn
 from sklearn.base import is_classifier, is_regressor
 
+from . import trust as skops_trust
 from .artifacts import load_estimator
 from .labels import LabelError, display_labels, plain
 from .manifest import ArtifactFormat, CompiledRecord, Feature, Manifest
-from .signing import file_sha256, sign
+from .signing import file_sha256, sign, version_files
 from .store import ModelStore, check_name
 from .training_data import (
     DataError,
@@ -44,6 +45,9 @@ from .training_data import (
 )
 
 NO_DATA = "unverified: no data given (publish with --data to verify the compiled graph)"
+
+# ``signing_key`` left out: sign with the configured key, creating the local one if none.
+CONFIGURED_KEY: Any = object()
 
 
 class PublishError(Exception):
@@ -109,7 +113,8 @@ def publish_estimator(
     metrics: dict[str, float] | None = None,
     sample_input: list[list[Any]] | None = None,
     artifact_format: ArtifactFormat = "skops",
-    signing_key: bytes | None = None,
+    signing_key: bytes | None = CONFIGURED_KEY,
+    trust: Sequence[str] = (),
     description: str = "",
     promote: bool = False,
     compile_graph: bool = True,
@@ -121,12 +126,20 @@ def publish_estimator(
 ) -> Manifest:
     """Write a new version of ``name`` and optionally make it current.
 
+    ``trust`` names skops types beyond the allow-list (service/trust.py) that the
+    estimator needs; they are recorded in the signed manifest. ``signing_key=None``
+    publishes unsigned (served only where ``PREDICTOR_ALLOW_UNSIGNED`` is on).
+
     The low-level step under ``publish_model``: everything about the inputs is
     given. ``rows_by_source``: verification rows for the compiled graph (else
     rows drawn from the features' ranges). ``not_compiled_reason``: serve with
     scikit-learn and record why (e.g. no data to verify a graph on).
     """
     check_name("model", name)
+    if signing_key is CONFIGURED_KEY:
+        from .settings import Settings
+
+        signing_key = Settings().publishing_key()
     features = features or features_for(estimator)
     version = check_name("version", version or store.next_version(name))
     if version in store.versions(name):
@@ -149,7 +162,7 @@ def publish_estimator(
     except OSError as exc:
         raise PublishError(f"cannot write to the model store {store.root}: {exc}") from exc
     try:
-        artifact, trusted = _dump(estimator, staging, artifact_format)
+        artifact, trusted = _dump(estimator, staging, artifact_format, trust)
         manifest = Manifest(
             name=name,
             version=version,
@@ -175,6 +188,7 @@ def publish_estimator(
             )
         elif not_compiled_reason:
             manifest.compiled = {"ok": False, "runtime": "sklearn", "reason": not_compiled_reason}
+        manifest.files = version_files(staging)  # every file, signed through the manifest
         if signing_key:
             manifest.signature = sign(signing_key, manifest.signed_fields())
         manifest.write(staging)
@@ -221,7 +235,9 @@ def _compile(
     return record
 
 
-def _dump(estimator: Any, directory: Path, fmt: ArtifactFormat) -> tuple[Path, list[str]]:
+def _dump(
+    estimator: Any, directory: Path, fmt: ArtifactFormat, trust: Sequence[str] = ()
+) -> tuple[Path, list[str]]:
     if fmt == "joblib":
         import joblib
 
@@ -232,8 +248,27 @@ def _dump(estimator: Any, directory: Path, fmt: ArtifactFormat) -> tuple[Path, l
 
     path = directory / "model.skops"
     sio.dump(estimator, path)
-    # The publisher vouches for the types its own estimator uses; nothing else will load.
-    return path, sorted(sio.get_untrusted_types(file=path))
+    return path, trusted_types_for(sio.get_untrusted_types(file=path), trust)
+
+
+def trusted_types_for(found: Sequence[str], trust: Sequence[str]) -> list[str]:
+    """What the manifest records as trusted for a skops dump of the publisher's estimator.
+
+    Allow-listed types need nothing. The tree types skops flags are recorded: the
+    publisher's own estimator built them in this process. Any other type must be named
+    in ``trust``; a never-trusted one is refused whatever ``trust`` says.
+    """
+    refused, missing = skops_trust.unexplained(found, trust)
+    if refused:
+        raise PublishError(f"never trusted: {skops_trust.describe_refused(refused)}")
+    missing = [t for t in missing if not skops_trust.needs_review(t)]
+    if missing:
+        flags = " ".join(f"--trust {t}" for t in missing)
+        raise PublishError(
+            f"the estimator holds types outside the allow-list: {', '.join(missing)}; "
+            f"if you vouch for them, publish with {flags} (Python API: trust=[...])"
+        )
+    return sorted(t for t in set(found) if not skops_trust.allowed_by_default(t))
 
 
 def _check_width(rows: list[list[Any]], features: list[Feature]) -> None:
@@ -273,7 +308,7 @@ def _default_row(features: list[Feature]) -> list[Any]:
 # --- the API: publish from the user's own data ----------------------------------
 
 
-def read_model_file(path: Path | str) -> tuple[Any, str]:
+def read_model_file(path: Path | str, trust: Sequence[str] = ()) -> tuple[Any, str]:
     """A fitted model from a joblib/pickle or skops file, and the scikit-learn version
     it was saved with (both formats carry it; scikit-learn warns when it differs)."""
     from sklearn.exceptions import InconsistentVersionWarning
@@ -290,11 +325,16 @@ def read_model_file(path: Path | str) -> tuple[Any, str]:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", InconsistentVersionWarning)
         if path.suffix == ".skops":
-            import skops.io as sio
-
             try:
                 # The publisher vouches for its own file: trust the types it holds.
-                estimator = sio.load(path, trusted=sio.get_untrusted_types(file=path))
+                # From anywhere: build only the allow-list plus what the publisher vouched for.
+                from .artifacts import load_skops
+                from .errors import ArtifactRejected
+
+                try:
+                    estimator = load_skops(path, list(trust))
+                except ArtifactRejected as exc:
+                    raise PublishError(f"{path}: {_skops_refusal(exc)}") from exc
             except Exception as exc:
                 raise PublishError(f"{path} is not a readable skops file: {exc}") from exc
         else:
@@ -369,7 +409,8 @@ def publish_model(
     sample_input: list[list[Any]] | None = None,
     metrics: dict[str, float] | None = None,
     artifact_format: ArtifactFormat = "skops",
-    signing_key: bytes | None = None,
+    signing_key: bytes | None = CONFIGURED_KEY,
+    trust: Sequence[str] = (),
     description: str = "",
     promote: bool = False,
     compile_graph: bool = True,
@@ -393,7 +434,7 @@ def publish_model(
     Without data the model serves with scikit-learn unless ``compile_anyway``.
     """
     if isinstance(estimator, str | Path):
-        estimator, trained = read_model_file(estimator)
+        estimator, trained = read_model_file(estimator, trust=trust)
         trained_sklearn_version = trained_sklearn_version or trained
         source = "the file"
     else:
@@ -411,6 +452,7 @@ def publish_model(
         output_labels=labels,
         artifact_format=artifact_format,
         signing_key=signing_key,
+        trust=trust,
         description=description,
         promote=promote,
         compile_graph=compile_graph,
@@ -572,3 +614,15 @@ def _from_data(
         "unseen_categories": "ignored" if unseen else None,
     }
     return plan
+
+
+def _skops_refusal(exc: Exception) -> str:
+    text = str(exc)
+    if getattr(exc, "reason", "") != "untrusted_types" or "never trusted" in text:
+        return text
+    names = text.rpartition(": ")[2].split(", ")
+    flags = " ".join(f"--trust {n}" for n in names)
+    return (
+        f"it holds types outside the allow-list: {', '.join(names)}; review them, and if "
+        f"you vouch for them publish again with {flags}"
+    )

@@ -54,6 +54,27 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         )
 
 
+# The signing key every test store is signed with and every test service verifies with.
+TEST_SIGNING_KEY = b"test-signing-key-0123456789abcdef-0123456789"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def signing_key_file(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The local signing key every test sees: the default file in a private config dir.
+
+    Signing is on, as everywhere the stack ships. The user's real ~/.config is never
+    read or written; a test (or a server it starts) that drops every PREDICTOR_*
+    variable still finds this key where `predictor train-demo` would have created it.
+    """
+    config = tmp_path_factory.mktemp("xdg-config")
+    path = config / "predictor" / "signing.key"
+    path.parent.mkdir()
+    path.write_bytes(TEST_SIGNING_KEY + b"\n")
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("XDG_CONFIG_HOME", str(config))
+        yield path
+
+
 @pytest.fixture(autouse=True)
 def _clean_predictor_env(monkeypatch: pytest.MonkeyPatch) -> None:
     """No PREDICTOR_* variable of the developer's shell leaks into a test."""
@@ -65,7 +86,7 @@ def _clean_predictor_env(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture(scope="session")
 def demo_store_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("demo-store") / "models"
-    train_demo(ModelStore(root))
+    train_demo(ModelStore(root), signing_key=TEST_SIGNING_KEY)
     return root
 
 

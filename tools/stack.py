@@ -35,6 +35,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from service.secret_files import default_signing_key_file
+
 REPO = Path(__file__).resolve().parents[1]
 VENV_BIN = REPO / ".venv" / "bin"
 NGINX_DIR = REPO / "nginx"
@@ -552,6 +554,11 @@ class Gunicorn(ManagedProcess):
             if self.inherit_settings or not k.startswith("PREDICTOR_")
         }
         env.pop("PREDICTOR_REDIS_URL", None)  # only the one given here
+        for key in ("PREDICTOR_SIGNING_KEY", "PREDICTOR_SIGNING_KEY_FILE"):
+            if key in os.environ:  # the key the store was signed with is not a behaviour
+                env.setdefault(key, os.environ[key])
+        # HOME moves below: the local signing key stays where the caller's CLI made it.
+        env.setdefault("XDG_CONFIG_HOME", str(default_signing_key_file().parent.parent))
         home = self.run_dir / "home"  # gunicorn keeps a control socket under $HOME
         home.mkdir(parents=True, exist_ok=True)
         self.metrics_dir.mkdir(parents=True, exist_ok=True)

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from .. import metrics
+from ..artifacts import verify_version
 from ..errors import ArtifactRejected, PredictorError
 from ..labels import class_key
 from ..manifest import Manifest
@@ -89,6 +90,8 @@ def load_model(store: ModelStore, name: str, version: str, settings: Settings) -
     except Exception as exc:
         raise ArtifactRejected("bad_manifest", f"manifest unreadable: {exc}") from exc
     version_dir = store.version_dir(name, version)
+    # Signature over the whole manifest and every file digest, before any runtime reads it.
+    verify_version(version_dir, manifest, settings.signing_key)
     runtime = build_runtime(version_dir, manifest, settings)
     model = LoadedModel(manifest, runtime)
     smoke_test(model)

@@ -139,7 +139,9 @@ def test_dockerfile_runtime_stage() -> None:
     assert port_of(Settings.model_fields["BIND"].default) == http_port
     assert port_of(Settings.model_fields["GRPC_BIND"].default) == grpc_port
     volumes = [json.loads(args) for word, args in stage if word == "VOLUME"]
-    assert [env["PREDICTOR_MODEL_STORE"]] in volumes
+    assert any(env["PREDICTOR_MODEL_STORE"] in v for v in volumes)
+    key_dir = str(Path(env["PREDICTOR_SIGNING_KEY_FILE"]).parent)
+    assert any(key_dir in v for v in volumes), "the signing key lives in a volume"
     assert any("train-demo" in args for word, args in instructions if word == "RUN"), (
         "the demo models are the volume's default content"
     )

@@ -171,6 +171,8 @@ def test_container_port_is_the_gunicorn_bind_port(target: str, tmp_path: Path) -
             **{k: v for k, v in os.environ.items() if not k.startswith("PREDICTOR_")},
             **env,
             "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "metrics"),
+            # The pod's mounted Secret, stood in for by a file here (the service checks it).
+            "PREDICTOR_SIGNING_KEY_FILE": str(_key_file(tmp_path)),
         },
         cwd=REPO,
         capture_output=True,
@@ -502,3 +504,9 @@ def test_a_new_model_version_changes_the_pod_template(overlay: str, tmp_path: Pa
     init = {c["name"]: c for c in new["spec"]["initContainers"]}["select-models"]
     assert any(m["name"] == "served-models" for m in init["volumeMounts"])
     assert init["image"] == container(api(after), "api")["image"]
+
+
+def _key_file(tmp_path: Path) -> Path:
+    path = tmp_path / "signing.key"
+    path.write_text("k" * 64 + "\n")
+    return path

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import signal
 import subprocess
 import sys
@@ -14,18 +13,17 @@ import requests
 
 from service.notify import CHANNEL
 from service.store import ModelStore
+from tests.conftest import TEST_SIGNING_KEY
 from tests.helpers import IRIS_ROW
+from tools.attacks import signed_copy
 from tools.stack import Gunicorn, RedisServer, wait_until
 
 PREDICTOR = str(Path(sys.executable).with_name("predictor"))
 
 
 def copy_version(store: ModelStore, name: str, source: str, target: str) -> None:
-    shutil.copytree(store.version_dir(name, source), store.version_dir(name, target))
-    manifest = store.version_dir(name, target) / "manifest.json"
-    manifest.write_text(
-        manifest.read_text().replace(f'"version": "{source}"', f'"version": "{target}"')
-    )
+    """``source`` republished as ``target``, signed (the version is part of the signature)."""
+    signed_copy(store, name, source, target, TEST_SIGNING_KEY)
 
 
 def served_versions(url: str, n: int = 20) -> set[str]:

@@ -117,14 +117,14 @@ class OnnxRuntime(CompiledRuntime):
     @classmethod
     def load(cls, version_dir: Path, manifest: Manifest, settings: Settings) -> OnnxRuntime:
         """The signed, digest-checked graph; the estimator is never unpickled."""
-        from ...artifacts import artifact_path, check_digest, check_signature
+        from ...artifacts import artifact_path, check_digest, verify_version
         from .safety import check_graph
 
         record = manifest.compiled
         assert record is not None and record.sha256  # usable() said so
+        verify_version(version_dir, manifest, settings.signing_key)  # whole manifest, all files
         path = artifact_path(version_dir, manifest, record.artifact or ARTIFACT)
         check_digest(path, record.sha256)
-        check_signature(manifest, settings.signing_key)
         graph = path.read_bytes()
         check_graph(graph)  # no external data, no foreign operator domain: before onnxruntime
         return cls(
