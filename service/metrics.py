@@ -86,6 +86,12 @@ CACHE_HITS = Counter(
 CACHE_MISSES = Counter(
     "predictor_cache_misses_total", "Rows not found in the prediction cache.", ["model"]
 )
+CACHE_INVALID = Counter(
+    "predictor_cache_invalid_total",
+    "Cached values that did not match the model's outputs (poisoned or garbage): "
+    "answered from the model instead.",
+    ["model"],
+)
 CACHE_ERRORS = Counter(
     "predictor_cache_errors_total",
     "Cache calls that failed or were skipped while the backend was unreachable.",
@@ -105,6 +111,13 @@ MODEL_LOAD_FAILURES = Counter(
     "Model versions refused at load (the previous version kept serving), by reason.",
     ["model", "version", "reason"],
 )
+MODEL_BROKEN = Gauge(
+    "predictor_model_broken",
+    "Broken parts of a model in the store, per worker: current (its pointer is unreadable), "
+    "manifest (versions whose manifest is unreadable), artifact (its current version refused).",
+    ["model", "part"],
+    multiprocess_mode="livemax",
+)
 PREDICTIONS = Counter(
     "predictor_predictions_total",
     "Classifier predictions, by output label.",
@@ -115,6 +128,18 @@ PREDICTION_VALUES = Histogram(
     "Regressor prediction values.",
     ["model", "version"],
     buckets=VALUE_BUCKETS,
+)
+
+GRPC_REQUESTS = Counter(
+    "predictor_grpc_requests_total",
+    "Open Inference Protocol gRPC calls answered, by method and status code.",
+    ["method", "code"],
+)
+GRPC_DURATION = Histogram(
+    "predictor_grpc_request_duration_seconds",
+    "Time from a gRPC call's start to its answer, by method and status code.",
+    ["method", "code"],
+    buckets=LATENCY_BUCKETS,
 )
 
 

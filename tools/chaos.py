@@ -93,7 +93,8 @@ class Config:
     settle_s: float = 1.0  # after a fault has recovered, before the next one
     redis_retry_s: float = 2.0  # PREDICTOR_REDIS_RETRY_SECONDS (the default)
     schemathesis_examples: int = 10
-    schemathesis_max_time: int = 150
+    # Bounded by count (examples per operation and phase); the time limit only stops a hang.
+    schemathesis_max_time: int = 900
     # "coverage" alone sends ~700 boundary-case requests: the full form only.
     schemathesis_phases: str = "examples,coverage,fuzzing,stateful"
     flood_requests: int = 600
@@ -107,7 +108,7 @@ class Config:
 
 SHORT = {
     "users": 20, "baseline_s": 2.0, "redis_outage_s": 1.5, "drain_s": 1.0, "settle_s": 0.3,
-    "schemathesis_examples": 2, "schemathesis_max_time": 20,
+    "schemathesis_examples": 2, "schemathesis_max_time": 300,
     "schemathesis_phases": "examples,fuzzing", "flood_requests": 200,
     "slow_clients": 20,
 }  # fmt: skip
@@ -1152,18 +1153,19 @@ class Chaos:
             'Content-Length: 64\r\nX-Request-ID: chaos-slow-{i}\r\n\r\n{{"input": ['
         )
         socks = []
+        started = time.time()
         for i in range(cfg.slow_clients):
             s = socket.create_connection(("127.0.0.1", self.nginx.port), timeout=30)
             s.sendall(request.format(i=i).encode())  # ... and nothing more
-            socks.append(s)
-        started = time.time()
+            socks.append((s, time.time()))  # each one's own clock: a slow loop is no fault
         closed_after: list[float] = []
 
-        def wait_closed(s: socket.socket) -> None:
+        def wait_closed(sent: tuple[socket.socket, float]) -> None:
+            s, sent_at = sent
             with contextlib.suppress(OSError):
                 while s.recv(4096):
                     pass
-            closed_after.append(time.time() - started)
+            closed_after.append(time.time() - sent_at)
             s.close()
 
         with ThreadPoolExecutor(16) as pool:
@@ -1177,7 +1179,8 @@ class Chaos:
         worst = max(closed_after)
         row.recover_s, row.recover_what = worst, "all closed"
         row.figures.update(closed_after_max=worst, statuses=dict(statuses))
-        if worst > cfg.body_timeout_s + 2 or min(closed_after) < cfg.body_timeout_s - 0.5:
+        # Not before nginx's body timeout; after it, a busy machine may take a while.
+        if worst > cfg.body_timeout_s + 10 or min(closed_after) < cfg.body_timeout_s - 0.5:
             row.problems.append(f"closed after {min(closed_after):.1f}-{worst:.1f}s")
         if reached:
             row.problems.append(f"{len(reached)} reached gunicorn")
