@@ -85,6 +85,7 @@ BAD_VERSIONS = {
 @dataclass
 class Config:
     users: int = 40
+    poison_rounds: int = 40  # redis-poison: fresh rows asked, poisoned, asked again
     baseline_s: float = 8.0
     redis_outage_s: float = 4.0
     pause_s: float = 2.0  # CLIENT PAUSE
@@ -110,8 +111,23 @@ SHORT = {
     "users": 20, "baseline_s": 2.0, "redis_outage_s": 1.5, "drain_s": 1.0, "settle_s": 0.3,
     "schemathesis_examples": 2, "schemathesis_max_time": 300,
     "schemathesis_phases": "examples,fuzzing", "flood_requests": 200,
-    "slow_clients": 20,
+    "slow_clients": 20, "poison_rounds": 12,
 }  # fmt: skip
+
+# What an attacker with Redis access writes over cached answers (service/cache.py
+# EntryCheck must turn each into a miss): garbage, wrong shapes, labels that are not
+# classes, probabilities that are not probabilities.
+POISON = (
+    b"\x00\xffgarbage",
+    b"[]",
+    b'{"prediction": "virginica"}',
+    b'["not-a-class", null]',
+    b"[99, null]",
+    b"[2, [0.5, 0.5]]",
+    b"[2, [0.9, 0.9, 0.9]]",
+    b"[2, [NaN, 0.5, 0.5]]",
+    b"[[2], null]",
+)
 
 
 # --------------------------------------------------------------------------
@@ -558,6 +574,7 @@ class Chaos:
             ("redis-kill", "Redis killed (SIGKILL), restarted", self.redis_kill),
             ("redis-pause", f"Redis paused (CLIENT PAUSE {self.cfg.pause_s:g} s)",
              self.redis_pause),
+            ("redis-poison", "Redis entries poisoned and garbage", self.redis_poison),
             ("worker-kill", "gunicorn workers SIGKILLed mid-request", self.worker_kill),
             ("master-restart", "gunicorn master SIGTERM, then started again", self.master_restart),
             *promote,
@@ -657,6 +674,56 @@ class Chaos:
         return max(seen(p) or 0.0 for p in pods)
 
     # --- Redis ----------------------------------------------------------------
+    def invalid_cache_values(self) -> float:
+        return sum(metric_sum(p.url, "predictor_cache_invalid_total") for p in self.pods)
+
+    def redis_poison(self, row: Row) -> None:
+        """Fresh rows asked once (the model's answer, now in Redis), every cached iris key
+        overwritten with poison, the rows asked again: the same answers, never a failure."""
+        import random
+
+        import redis
+
+        client = redis.Redis(host="127.0.0.1", port=self.redis.port, socket_timeout=2)
+        rng = random.Random(15)
+        invalid_before = self.invalid_cache_values()
+        wrong = poisoned = 0
+        try:
+            for n in range(self.cfg.poison_rounds):
+                rows = [[round(rng.uniform(4, 8), 3), round(rng.uniform(2, 4.5), 3),
+                         round(rng.uniform(1, 7), 3), round(rng.uniform(0.1, 2.5), 3)]
+                        for _ in range(4)]  # fmt: skip
+                body = {"instances": rows, "probabilities": n % 2 == 1}
+                url = self.nginx.url + f"/v1/models/{MODEL}:predict"
+                truth = requests.post(url, json=body, timeout=10)
+                if truth.status_code != 200:
+                    row.problems.append(f"round {n}: the model answered {truth.status_code}")
+                    continue
+                value = POISON[n % len(POISON)]
+                pipe = client.pipeline(transaction=False)
+                for key in client.scan_iter(match=f"p:{MODEL}:*", count=1000):
+                    pipe.set(key, value)
+                    poisoned += 1
+                pipe.execute()
+                for _ in range(3):  # whichever pod and worker answers
+                    again = requests.post(url, json=body, timeout=10)
+                    if again.status_code != 200 or again.json() != truth.json():
+                        wrong += 1
+        finally:
+            client.close()
+        invalid = self.invalid_cache_values() - invalid_before
+        row.figures.update(wrong=wrong, poisoned=poisoned, invalid=invalid)
+        if wrong:
+            row.problems.append(f"{wrong} answers differed from the model's after poisoning")
+        if invalid <= 0:
+            row.problems.append("no worker met a poisoned entry: the row tested nothing")
+        row.notes = (
+            f"{poisoned} entries overwritten over {self.cfg.poison_rounds} rounds with "
+            f"{len(POISON)} kinds of poison; {invalid:.0f} refused "
+            f"(predictor_cache_invalid_total) and answered from the model; "
+            f"{wrong} answers differed from the model's"
+        )
+
     def cache_errors(self) -> float:
         return sum(
             metric_sum(p.url, "predictor_cache_errors_total", backend="redis") for p in self.pods

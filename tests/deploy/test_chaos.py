@@ -20,7 +20,7 @@ from tests.helpers import REPO
 from tools import chaos
 
 EXPECTED = {
-    "baseline", "redis-kill", "redis-pause", "worker-kill", "master-restart",
+    "baseline", "redis-kill", "redis-pause", "redis-poison", "worker-kill", "master-restart",
     "promote-corrupt", "promote-tampered", "promote-pickle", "promote-skops-os-system",
     "publish-full", "publish-readonly", "abuse-schemathesis", "abuse-10mb",
     "abuse-million-rows", "abuse-rows", "abuse-nested", "abuse-slow-body", "abuse-flood",
@@ -79,6 +79,12 @@ def test_redis_faults_recover_and_keep_p99_bounded(report: dict) -> None:
         # that never closes (the figure is in the table).
         print(f"{key}: recovered in {row['recover_s']:.2f} s, p99 {row['p99_ms']:.0f} ms")
         assert 0 <= row["recover_s"] <= 30, row
+
+
+def test_poisoned_redis_entries_are_answered_from_the_model(report: dict) -> None:
+    figures = report["by_key"]["redis-poison"]["figures"]
+    assert figures["poisoned"] > 0 and figures["invalid"] > 0, figures
+    assert figures["wrong"] == 0, figures  # every answer equal to the model's
 
 
 def test_worker_kill_loses_at_most_the_request_it_held(report: dict) -> None:

@@ -188,7 +188,7 @@ def test_compose_config_rejects_an_unknown_key(tmp_path: Path) -> None:
 
 def test_compose_services_and_profiles() -> None:
     services = resolved()["services"]
-    assert set(services) == {"nginx", "api", "redis", "prometheus", "grafana", "load"}
+    assert set(services) == {"secrets", "nginx", "api", "redis", "prometheus", "grafana", "load"}
     assert services["load"]["profiles"] == ["load"]
     assert "container_name" not in services["api"], "a fixed name cannot be scaled"
     assert not any(p.get("published") for p in services["api"].get("ports", [])), (
@@ -196,6 +196,23 @@ def test_compose_services_and_profiles() -> None:
     )
     local = yaml.safe_load(LOCAL_OVERRIDE.read_text())["services"]
     assert local["grafana"]["profiles"], "no Grafana image here: kept out by a profile"
+
+
+def test_compose_secrets_redis_auth_and_grafana_on_loopback() -> None:
+    """Redis needs its generated password; Grafana binds to loopback with a generated one."""
+    services = resolved()["services"]
+    for name in ("api", "redis", "grafana"):
+        wants = services[name]["depends_on"]["secrets"]["condition"]
+        assert wants == "service_completed_successfully", name
+    assert "requirepass" in " ".join(services["redis"]["command"])
+    assert services["api"]["environment"]["PREDICTOR_REDIS_PASSWORD_FILE"] == (
+        "/run/secrets/redis/password"
+    )
+    grafana = services["grafana"]
+    assert [p["host_ip"] for p in grafana["ports"]] == ["127.0.0.1"]
+    env = grafana["environment"]
+    assert "GF_SECURITY_ADMIN_PASSWORD" not in env
+    assert env["GF_SECURITY_ADMIN_PASSWORD__FILE"] == "/run/secrets/grafana/admin-password"
 
 
 def test_api_port_is_the_gunicorn_port_everywhere() -> None:
@@ -245,9 +262,12 @@ def test_healthchecks_probe_real_paths_and_gate_dependencies() -> None:
     assert path in app_routes()
     for name, svc in services.items():
         for dep, how in svc.get("depends_on", {}).items():
+            if dep == "secrets":  # one-shot: it generates the secrets and exits
+                assert how["condition"] == "service_completed_successfully", name
+                continue
             assert how["condition"] == "service_healthy", f"{name} -> {dep}"
             assert services[dep].get("healthcheck"), f"{dep} needs a healthcheck for {name}"
-        if name != "load":
+        if name not in ("load", "secrets"):
             assert svc.get("healthcheck"), name
     # podman's Docker API splits CMD arguments at spaces: keep each one space-free.
     for name, svc in services.items():
@@ -281,7 +301,8 @@ def test_api_env_names_are_settings_and_shutdown_fits() -> None:
 
 
 def test_redis_is_a_bounded_lru_cache() -> None:
-    command = service("redis")["command"]
+    # A shell line (it reads the AUTH password from the generated secret first).
+    command = " ".join(service("redis")["command"]).split()
     assert command[command.index("--maxmemory") + 1] == "256mb"
     assert command[command.index("--maxmemory-policy") + 1] == "allkeys-lru"
     limit = int(service("redis")["deploy"]["resources"]["limits"]["memory"])
