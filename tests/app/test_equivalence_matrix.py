@@ -11,6 +11,10 @@ explained when it is not the compiled graph.
 
 from __future__ import annotations
 
+import os
+import shlex
+from pathlib import Path
+
 import joblib
 import numpy as np
 import pandas as pd
@@ -94,35 +98,6 @@ def mixed(target_kind: str) -> pd.DataFrame:
     return with_gaps(frame, ["income", "city"], 0.08)
 
 
-def churn() -> pd.DataFrame:
-    """README's publish example."""
-    rng = np.random.default_rng(0)
-    n = 1000
-    frame = pd.DataFrame(
-        {
-            "age": rng.integers(18, 80, n),
-            "plan": rng.choice(["basic", "pro", "premium"], n),
-            "spend": rng.gamma(2.0, 20.0, n).round(2),
-            "region": rng.choice(["us", "eu", "asia"], n),
-        }
-    )
-    score = (frame.age < 35) * 1.5 + (frame.plan == "basic") * 1.0 - frame.spend / 40
-    frame["churn"] = np.where(score + rng.normal(0, 0.5, n) > 0.5, "leave", "stay")
-    return with_gaps(frame, ["spend"], 0.05)
-
-
-def churn_pipeline():  # noqa: ANN201
-    return make_pipeline(
-        ColumnTransformer(
-            [
-                ("num", make_pipeline(SimpleImputer(), StandardScaler()), ["age", "spend"]),
-                ("cat", OneHotEncoder(handle_unknown="ignore"), ["plan", "region"]),
-            ]
-        ),
-        LogisticRegression(),
-    )
-
-
 def onehot_pipeline():  # noqa: ANN201
     return make_pipeline(
         ColumnTransformer(
@@ -195,8 +170,31 @@ CASES = {
     ),
     "pipeline-onehot-bool-classes": lambda: (onehot_pipeline(), mixed("bool")),
     "pipeline-ordinal-str-classes": lambda: (ordinal_pipeline(), mixed("str")),
-    "readme-churn": lambda: (churn_pipeline(), churn()),
+    "readme-churn": None,  # README's example, its code and command run verbatim
 }
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+
+
+def readme_example(directory: Path) -> tuple[object, pd.DataFrame, list[str]]:
+    """Run README's publish example as written: its Python block, then its command."""
+    text = README.read_text()
+    section = text[text.index("### Publishing your own model") :]
+    code = section[section.index("```python\n") + 10 : section.index("```\n", 10)]
+    command = next(
+        line.strip() for line in section.splitlines() if "predictor publish churn.joblib" in line
+    )
+    cwd = os.getcwd()
+    os.chdir(directory)
+    try:
+        exec(compile(code, "README.md", "exec"), {})  # noqa: S102 - our own README
+        frame = pd.read_csv("train.csv")
+        model = joblib.load("churn.joblib")
+    finally:
+        os.chdir(cwd)
+    argv = shlex.split(command)[1:]  # drop ".venv/bin/predictor"
+    argv = [str(directory / a) if a in ("churn.joblib", "train.csv") else a for a in argv]
+    return model, frame, argv
 
 
 def _requests(features: list[dict], frame: pd.DataFrame) -> list[list]:
@@ -226,33 +224,39 @@ def _requests(features: list[dict], frame: pd.DataFrame) -> list[list]:
 def test_every_protocol_answers_what_predict_answers(case, tmp_path, monkeypatch, capsys):
     # The distribution checks are the churn test's business; here the protocols are.
     monkeypatch.setattr(verification_data, "SYNTHETIC_ROWS", 5_000)
-    model, frame = CASES[case]()
-    target = frame.columns[-1]
-    X = frame.drop(columns=target)
-    model.fit(X, frame[target])
-    (tmp_path / "data").mkdir()
-    data_file = tmp_path / "data" / "train.csv"
-    frame.to_csv(data_file, index=False)
-    model_file = tmp_path / "model.joblib"
-    joblib.dump(model, model_file)
     store = tmp_path / "models"
-    argv = ["publish", str(model_file), "--name", "m", "--data", str(data_file),
-            "--target", str(target), "--store", str(store), "--promote"]  # fmt: skip
-    assert cli.main(argv) == 0, capsys.readouterr().err
+    name = "m"
+    if CASES[case] is None:
+        model, frame, argv = readme_example(tmp_path)
+        name = argv[argv.index("--name") + 1]
+        X = frame.drop(columns=argv[argv.index("--target") + 1])
+    else:
+        model, frame = CASES[case]()
+        target = frame.columns[-1]
+        X = frame.drop(columns=target)
+        model.fit(X, frame[target])
+        (tmp_path / "data").mkdir()
+        data_file = tmp_path / "data" / "train.csv"
+        frame.to_csv(data_file, index=False)
+        model_file = tmp_path / "model.joblib"
+        joblib.dump(model, model_file)
+        argv = ["publish", str(model_file), "--name", name, "--data", str(data_file),
+                "--target", str(target), "--promote"]  # fmt: skip
+    assert cli.main([*argv, "--store", str(store)]) == 0, capsys.readouterr().err
     capsys.readouterr()
 
     app = create_app(Settings(MODEL_STORE=store, MAX_ROWS=ROWS, MAX_BODY_BYTES=8 << 20))
     with app.test_client() as client:
-        meta = client.get("/v1/models/m").get_json()
+        meta = client.get(f"/v1/models/{name}").get_json()
         features = meta["features"]
         names = [f["name"] for f in features]
         rows = _requests(features, X)
         answers = {
-            "seed": protocols.seed(client, "m", rows),
-            "v1 ordered": protocols.v1_ordered(client, "m", rows),
-            "v1 named": protocols.v1_named(client, "m", rows, names),
+            "seed": protocols.seed(client, name, rows),
+            "v1 ordered": protocols.v1_ordered(client, name, rows),
+            "v1 named": protocols.v1_named(client, name, rows, names),
             "v2": protocols.v2(
-                client, "m", rows, features, with_proba=hasattr(model, "predict_proba")
+                client, name, rows, features, with_proba=hasattr(model, "predict_proba")
             ),
         }
     from service.manifest import Feature
