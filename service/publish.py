@@ -35,6 +35,7 @@ from .training_data import (
     DataError,
     SplitData,
     accepts_nan,
+    check_declared_types,
     describe_features,
     feature_names,
     held_out_split,
@@ -467,6 +468,7 @@ def publish_model(
                 chosen = [
                     f.model_copy(update={"type": declared.get(f.name, f.type)}) for f in chosen
                 ]
+            check_declared_types(estimator, chosen)
             return publish_estimator(
                 store,
                 estimator,
