@@ -15,7 +15,7 @@ from typing import Any
 from .errors import ArtifactRejected, PredictorError
 from .manifest import FeatureType
 from .settings import Settings
-from .store import ModelStore
+from .stores import open_store
 
 
 class CliError(Exception):
@@ -43,9 +43,9 @@ def _parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_text, description=help_text)
         p.add_argument(
             "--store",
-            type=Path,
             default=None,
-            help="model store directory (default: $PREDICTOR_MODEL_STORE or ./models)",
+            help="model store: a directory or s3://BUCKET/PREFIX "
+            "(default: $PREDICTOR_MODEL_STORE or ./models)",
         )
         p.set_defaults(func=func)
         return p
@@ -103,19 +103,20 @@ def _parser() -> argparse.ArgumentParser:
 def _settings(args: argparse.Namespace) -> Settings:
     settings = Settings()
     if args.store is not None:
-        settings = settings.model_copy(update={"MODEL_STORE": args.store})
+        settings = Settings(MODEL_STORE=args.store)
     return settings
 
 
-def _store(args: argparse.Namespace) -> ModelStore:
-    return ModelStore(_settings(args).MODEL_STORE)
+def _store(args: argparse.Namespace) -> Any:
+    settings = _settings(args)
+    return open_store(settings.MODEL_STORE, settings.STORE_CACHE_DIR)
 
 
 def _train_demo(args: argparse.Namespace) -> int:
     from .demo import train_demo
 
     settings = _settings(args)
-    for manifest in train_demo(ModelStore(settings.MODEL_STORE), settings.signing_key):
+    for manifest in train_demo(_store(args), settings.signing_key):
         print(
             f"published {manifest.name} version {manifest.version} "
             f"({manifest.estimator}, {_metrics_text(manifest.metrics)}) and made it current"
@@ -148,7 +149,7 @@ def _publish(args: argparse.Namespace) -> int:
                 f.model_copy(update={"type": t}) for f, t in zip(features, types, strict=True)
             ]
         manifest = publish_estimator(
-            ModelStore(settings.MODEL_STORE),
+            _store(args),
             estimator,
             name=args.name,
             version=args.version,
@@ -260,7 +261,7 @@ def _models(args: argparse.Namespace) -> int:
 
 def _promote(args: argparse.Namespace) -> int:
     settings = _settings(args)
-    ModelStore(settings.MODEL_STORE).promote(args.name, args.version)
+    _store(args).promote(args.name, args.version)
     print(f"{args.name}: current version is now {args.version}")
     _announce(settings, args.name, args.version)
     return 0
@@ -268,7 +269,7 @@ def _promote(args: argparse.Namespace) -> int:
 
 def _rollback(args: argparse.Namespace) -> int:
     settings = _settings(args)
-    store = ModelStore(settings.MODEL_STORE)
+    store = _store(args)
     previous = store.current(args.name)
     version = store.rollback(args.name)
     print(f"{args.name}: rolled back from version {previous} to {version}")

@@ -99,6 +99,11 @@ MODEL_LOAD_FAILURES = Counter(
     "Model versions refused at load (the previous version kept serving), by reason.",
     ["model", "version", "reason"],
 )
+STORE_ERRORS = Counter(
+    "predictor_store_errors_total",
+    "Model store calls that failed (the service kept serving what it had loaded).",
+    ["backend", "operation"],
+)
 PREDICTIONS = Counter(
     "predictor_predictions_total",
     "Classifier predictions, by output label.",

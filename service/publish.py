@@ -79,7 +79,7 @@ def _columns(data: Any, n: int) -> list[list[Any]]:
 
 
 def publish_estimator(
-    store: ModelStore,
+    store: ModelStore | Any,
     estimator: Any,
     *,
     name: str,
@@ -95,7 +95,14 @@ def publish_estimator(
     compile_graph: bool = True,
     held_out: Any = None,
 ) -> Manifest:
-    """Write a new version of ``name`` and optionally make it current."""
+    """Write a new version of ``name`` and optionally make it current.
+
+    ``store`` is a store object, a directory path or an ``s3://BUCKET/PREFIX`` URI.
+    """
+    if isinstance(store, str | Path):
+        from .stores import open_store
+
+        store = open_store(store)
     check_name("model", name)
     features = features or features_for(estimator)
     version = check_name("version", version or store.next_version(name))

@@ -500,6 +500,20 @@ def operator() -> dict[str, Any]:
             ),
             unit="ops",
         ),
+        timeseries(
+            "Model store errors/s",
+            "Model store (S3) calls that failed, by operation. The instance keeps serving "
+            "what it loaded; promotions wait until the store answers. Alert "
+            "PredictorStoreUnreachable.",
+            targets(
+                (
+                    f"sum by (instance, backend, operation) (rate(predictor_store_errors_total"
+                    f"{{{INST}}}{RATE}))",
+                    "{{backend}} {{operation}} {{instance}}",
+                )
+            ),
+            unit="ops",
+        ),
         row("Models"),
         timeseries(
             "Rows per request",
