@@ -87,6 +87,17 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("name")
     p.add_argument("version")
 
+    p = command(
+        "canary",
+        _canary,
+        "send PERCENT of the requests naming no version of NAME to VERSION (or end it: --off)",
+    )
+    p.add_argument("name")
+    p.add_argument("version", nargs="?", help="the candidate version (verified and smoke-tested)")
+    p.add_argument("--percent", type=float, help="share of unpinned requests, above 0, below 100")
+    p.add_argument("--sticky", action="store_true", help="one API key always sees the same version")
+    p.add_argument("--off", action="store_true", help="end the canary: current takes everything")
+
     p = command("rollback", _rollback, "return NAME to the version current before this one")
     p.add_argument("name")
 
@@ -261,9 +272,40 @@ def _models(args: argparse.Namespace) -> int:
 
 def _promote(args: argparse.Namespace) -> int:
     settings = _settings(args)
-    _store(args).promote(args.name, args.version)
+    from .canary import promote
+
+    ended = promote(_store(args), args.name, args.version)
     print(f"{args.name}: current version is now {args.version}")
+    if ended:
+        print(f"  the canary of version {args.version} ended: it takes all traffic now")
     _announce(settings, args.name, args.version)
+    return 0
+
+
+def _canary(args: argparse.Namespace) -> int:
+    from . import canary
+
+    settings = _settings(args)
+    store = _store(args)
+    if args.off:
+        if args.version or args.percent is not None:
+            raise CliError("--off takes no VERSION or --percent")
+        ended = canary.stop(store, args.name)
+        if ended is None:
+            print(f"{args.name}: no canary was running")
+        else:
+            print(f"{args.name}: canary of version {ended.version} ended")
+            _announce(settings, args.name, "canary-off")
+        return 0
+    if not args.version or args.percent is None:
+        raise CliError("expected NAME VERSION --percent P (or NAME --off)")
+    state = canary.start(store, settings, args.name, args.version, args.percent, args.sticky)
+    how = "per API key" if state.sticky else "per request"
+    print(
+        f"{args.name}: version {state.version} takes {state.percent:g}% of the requests "
+        f"naming no version ({how}); current {store.current(args.name)} the rest"
+    )
+    _announce(settings, args.name, f"canary-{state.version}")
     return 0
 
 

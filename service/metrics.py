@@ -104,6 +104,24 @@ STORE_ERRORS = Counter(
     "Model store calls that failed (the service kept serving what it had loaded).",
     ["backend", "operation"],
 )
+VERSION_REQUESTS = Counter(
+    "predictor_version_requests_total",
+    "Prediction requests naming no version, by the version that answered, its role "
+    "(current or canary) and outcome (error = 5xx or the model refused the rows).",
+    ["model", "version", "role", "outcome"],
+)
+VERSION_DURATION = Histogram(
+    "predictor_version_request_duration_seconds",
+    "Time to answer prediction requests naming no version, by version and role.",
+    ["model", "version", "role"],
+    buckets=LATENCY_BUCKETS,
+)
+CANARY_PERCENT = Gauge(
+    "predictor_canary_percent",
+    "Share (percent) of unpinned requests each worker sends to a canary version; 0 = ended.",
+    ["model", "version"],
+    multiprocess_mode="liveall",
+)
 PREDICTIONS = Counter(
     "predictor_predictions_total",
     "Classifier predictions, by output label.",

@@ -23,6 +23,7 @@ import numpy as np
 
 from . import metrics
 from .artifacts import artifact_path, check_digest, check_signature, load_estimator
+from .canary import CanaryRouter
 from .errors import ArtifactRejected, PredictorError, not_found
 from .manifest import Manifest
 from .runtime import ModelRuntime, SklearnRuntime
@@ -108,6 +109,7 @@ class ModelRegistry:
         self._stop = threading.Event()
         self._wake = threading.Event()
         self.publish_metrics = False  # True in serving workers (set by start_watcher)
+        self.canary = CanaryRouter(self)  # the share of unpinned requests a candidate gets
 
     # --- serving ---------------------------------------------------------
     def get(self, name: str, version: str | None = None) -> LoadedModel:
@@ -115,7 +117,7 @@ class ModelRegistry:
         loaded = self._current.get(name)
         if version is None or (loaded is not None and loaded.version == version):
             if loaded is not None:
-                return loaded
+                return self.canary.pick(name, loaded) if version is None else loaded
             return self._not_loaded(name)
         return self._pinned_version(name, version)
 
@@ -178,12 +180,14 @@ class ModelRegistry:
         for name in self.store.names():
             if self.store.current(name):
                 self.refresh_model(name)
+        self.canary.refresh()
 
     def refresh(self) -> None:
         """Swap in any model whose ``current`` changed; called by the watcher."""
         for name in self.store.names():
             if name not in self._unloaded:
                 self.refresh_model(name)
+        self.canary.refresh()
 
     def refresh_model(self, name: str, force: bool = False) -> bool:
         """Load the store's current version of ``name`` if it is not serving; True if swapped."""
