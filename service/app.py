@@ -10,7 +10,7 @@ from . import http
 from .auth import ApiKeys
 from .cache import cache_from_settings
 from .core import PredictionCore
-from .registry import ModelRegistry
+from .models.registry import ModelRegistry
 from .settings import Settings
 from .state import EXTENSION, ServiceState
 from .stores import open_store

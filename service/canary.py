@@ -29,7 +29,8 @@ from . import metrics
 from .errors import ArtifactRejected, PredictorError
 
 if TYPE_CHECKING:
-    from .registry import LoadedModel, ModelRegistry
+    from .models.loading import LoadedModel
+    from .models.registry import ModelRegistry
 
 log = logging.getLogger("predictor.canary")
 
@@ -114,7 +115,7 @@ def start(
         raise PredictorError(
             409, "canary_is_current", f"{name} version {version} is already the current version"
         )
-    from .registry import ModelRegistry
+    from .models.registry import ModelRegistry
 
     try:
         ModelRegistry(store, settings).load_version(name, version)

@@ -10,7 +10,7 @@ from flask import Flask
 
 from .core import Prediction, PredictionCore
 from .errors import not_found
-from .registry import ModelRegistry
+from .models.registry import ModelRegistry
 from .settings import Settings
 from .store import ModelStore
 
@@ -71,7 +71,7 @@ class ServiceState:
                     "estimator": m.estimator,
                     "metrics": m.metrics,
                     "sklearn_version": m.sklearn_version,
-                    "compiled": m.compiled,
+                    "compiled": m.compiled.model_dump(exclude_unset=True) if m.compiled else None,
                 }
                 for m in manifests
             ],

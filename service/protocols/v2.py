@@ -23,7 +23,7 @@ from .. import __version__ as _package_version
 from ..errors import PredictorError, bad_input
 from ..http import body_too_large, json_response
 from ..manifest import Manifest
-from ..registry import LoadedModel
+from ..models.loading import LoadedModel
 from ..state import ServiceState, state
 from .v2_tensors import (
     RequestedOutput,
@@ -229,7 +229,7 @@ def _infer(name: str, version: str | None) -> Response:
 def _outputs_wanted(
     model: LoadedModel, requested: list[RequestedOutput]
 ) -> dict[str, RequestedOutput]:
-    has_proba = model.is_classifier and getattr(model.runtime, "has_proba", True)
+    has_proba = model.is_classifier and model.runtime.has_proba
     available = [PREDICT, PREDICT_PROBA] if has_proba else [PREDICT]
     if not requested:
         return {PREDICT: RequestedOutput(PREDICT, None)}
