@@ -265,5 +265,7 @@ def record(status: int, started: float | None) -> None:
     # A 5xx, or a valid request the model itself could not predict (422), is the version's fault.
     outcome = "error" if status >= 500 or status == 422 else "ok"
     metrics.VERSION_REQUESTS.labels(name, version, role, outcome).inc()
+    # The other outcome starts at 0: an error ratio is then a number, never missing data.
+    metrics.VERSION_REQUESTS.labels(name, version, role, "ok" if outcome == "error" else "error")
     if started is not None:
         metrics.VERSION_DURATION.labels(name, version, role).observe(time.perf_counter() - started)
