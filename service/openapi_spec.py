@@ -1,7 +1,7 @@
 """The OpenAPI 3.1 document of every route the service answers.
 
 Written by hand (the routes are plain Flask views) and kept honest by tests:
-tests/test_openapi_spec.py fails when a route of ``app.url_map`` is missing here,
+tests/app/test_openapi_spec.py fails when a route of ``app.url_map`` is missing here,
 and schemathesis checks that real responses conform to these schemas.
 """
 

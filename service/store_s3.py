@@ -222,6 +222,14 @@ class S3ModelStore:
             shutil.rmtree(tmp, ignore_errors=True)
         return local
 
+    def problem(self, name: str) -> Exception | None:
+        """Why ``current`` cannot be used (None: it can); S3 has no symlinks or odd files."""
+        return None
+
+    def broken_versions(self, name: str) -> dict[str, str]:
+        """Versions whose manifest cannot be read (only checked when a version loads on S3)."""
+        return {}
+
     # --- writing ---------------------------------------------------------
     def next_version(self, name: str) -> str:
         numeric = [int(v) for v in self.versions(name) if v.isdigit()]
