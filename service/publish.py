@@ -104,7 +104,7 @@ def _columns(data: Any, n: int) -> list[list[Any]]:
 
 
 def publish_estimator(
-    store: ModelStore,
+    store: ModelStore | Any,
     estimator: Any,
     *,
     name: str,
@@ -135,7 +135,12 @@ def publish_estimator(
     given. ``rows_by_source``: verification rows for the compiled graph (else
     rows drawn from the features' ranges). ``not_compiled_reason``: serve with
     scikit-learn and record why (e.g. no data to verify a graph on).
+    ``store`` is a store object, a directory path or an ``s3://BUCKET/PREFIX`` URI.
     """
+    if isinstance(store, str | Path):
+        from .stores import open_store
+
+        store = open_store(store)
     check_name("model", name)
     if signing_key is CONFIGURED_KEY:
         from .settings import Settings
@@ -443,8 +448,10 @@ def publish_model(
     check_estimator(estimator, source)
     trained = trained_sklearn_version or sklearn.__version__
     check_version(trained, allow_version_mismatch)
-    if not isinstance(store, ModelStore):
-        store = ModelStore(Path(store))
+    if isinstance(store, str | Path):
+        from .stores import open_store
+
+        store = open_store(store)  # a directory or s3://BUCKET/PREFIX
     names, declared, given = _feature_overrides(features)
     task = "classification" if is_classifier(estimator) else "regression"
     common: dict[str, Any] = dict(
