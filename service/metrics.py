@@ -57,6 +57,12 @@ HTTP_DURATION = Histogram(
     ["route", "method", "status"],
     buckets=LATENCY_BUCKETS,
 )
+RESPONSES_CUT_SHORT = Counter(
+    "predictor_responses_cut_short_total",
+    "Responses a worker died while sending, so the client got fewer bytes than their "
+    "Content-Length (counted by the gunicorn master). Only a response the kernel did not "
+    "take in one write can be cut: one larger than the socket buffer, or streamed.",
+)
 INFLIGHT = Gauge(
     "predictor_http_requests_in_flight",
     "Requests being handled right now, summed over workers.",
@@ -80,6 +86,12 @@ CACHE_HITS = Counter(
 CACHE_MISSES = Counter(
     "predictor_cache_misses_total", "Rows not found in the prediction cache.", ["model"]
 )
+CACHE_INVALID = Counter(
+    "predictor_cache_invalid_total",
+    "Cached values that did not match the model's outputs (poisoned or garbage): "
+    "answered from the model instead.",
+    ["model"],
+)
 CACHE_ERRORS = Counter(
     "predictor_cache_errors_total",
     "Cache calls that failed or were skipped while the backend was unreachable.",
@@ -99,6 +111,13 @@ MODEL_LOAD_FAILURES = Counter(
     "Model versions refused at load (the previous version kept serving), by reason.",
     ["model", "version", "reason"],
 )
+MODEL_BROKEN = Gauge(
+    "predictor_model_broken",
+    "Broken parts of a model in the store, per worker: current (its pointer is unreadable), "
+    "manifest (versions whose manifest is unreadable), artifact (its current version refused).",
+    ["model", "part"],
+    multiprocess_mode="livemax",
+)
 PREDICTIONS = Counter(
     "predictor_predictions_total",
     "Classifier predictions, by output label.",
@@ -109,6 +128,18 @@ PREDICTION_VALUES = Histogram(
     "Regressor prediction values.",
     ["model", "version"],
     buckets=VALUE_BUCKETS,
+)
+
+GRPC_REQUESTS = Counter(
+    "predictor_grpc_requests_total",
+    "Open Inference Protocol gRPC calls answered, by method and status code.",
+    ["method", "code"],
+)
+GRPC_DURATION = Histogram(
+    "predictor_grpc_request_duration_seconds",
+    "Time from a gRPC call's start to its answer, by method and status code.",
+    ["method", "code"],
+    buckets=LATENCY_BUCKETS,
 )
 
 

@@ -39,6 +39,16 @@ class ServiceState:
             headers["X-Cache"] = result.cache_status
         return headers
 
+    def store_problems(self, name: str) -> list[dict[str, str]]:
+        """What is broken in the store for ``name``: its pointer, its versions' manifests."""
+        out = []
+        problem = self.store.problem(name)
+        if problem is not None:
+            out.append({"part": "current", "reason": problem.message})
+        for version, reason in self.store.broken_versions(name).items():
+            out.append({"part": "manifest", "version": version, "reason": reason})
+        return out
+
     def describe_model(self, name: str, strict: bool = False) -> dict[str, Any]:
         """Everything a client wants to know about a model: versions, schema, labels, metrics."""
         versions = self.store.versions(name)
@@ -78,12 +88,16 @@ class ServiceState:
         }
         if refused:
             out["refused"] = {"version": refused[0], "reason": refused[1]}
+        problems = self.store_problems(name)
+        if problems:
+            out["problems"] = problems
         if described is not None:
             out.update(
                 task=described.task,
                 estimator=described.estimator,
                 features=[f.model_dump(exclude_none=True) for f in described.features],
-                output_labels=described.output_labels,
+                classes=described.classes,  # what predictions answer
+                output_labels=described.output_labels,  # display names, in classes order
                 metrics=described.metrics,
                 sample_input=described.sample_input,
                 description=described.description,

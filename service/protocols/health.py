@@ -29,9 +29,11 @@ def readyz() -> Response:
             },
             503,
         )
-    return json_response(
-        {"status": "ready", "models": [m.describe() for m in st.registry.loaded()]}
-    )
+    body = {"status": "ready", "models": [m.describe() for m in st.registry.loaded()]}
+    broken = [s.__dict__ for s in st.registry.status() if s.state != "READY" or s.reason]
+    if broken:  # models that cannot serve (or serve an older version) never block readiness
+        body["unavailable"] = broken
+    return json_response(body)
 
 
 @bp.get("/metrics")

@@ -283,7 +283,8 @@ CASES = [
             [np.array([[5.1, np.nan, 1.4, 0.2]]).tobytes()],
         ),
         400,
-        "expected a finite number",
+        'feature "sepal width (cm)": a value is required (got a missing value); this feature '
+        "is not nullable",
     ),
     ("bad gzip", INFER, b"not gzip", {"Content-Encoding": "gzip"}, 400, "not valid gzip"),
     ("unknown encoding", INFER, b"{}", {"Content-Encoding": "br"}, 415, "br is not supported"),
@@ -322,7 +323,8 @@ def test_gzip_body_is_accepted(client):
         data=gzip.compress(orjson.dumps(matrix([IRIS_ROW]))),
         headers={"Content-Encoding": "gzip"},
     )
-    assert response.status_code == 200 and response.get_json()["outputs"][0]["data"] == [0]
+    assert response.status_code == 200
+    assert response.get_json()["outputs"][0]["data"] == ["setosa"]
 
 
 @pytest.mark.parametrize(
@@ -349,9 +351,9 @@ def test_nested_flat_and_typed_data_agree(client):
         body = matrix(data, datatype=datatype, shape=[2, 4])
         answer = client.post(INFER, data=orjson.dumps(body)).get_json()
         answers.add(tuple(answer["outputs"][0]["data"]))
-    assert answers == {(0, 2)}
+    assert answers == {("setosa", "virginica")}
     ints = client.post(INFER, data=orjson.dumps(matrix([[5, 3, 1, 0]], datatype="INT32")))
-    assert ints.status_code == 200 and ints.get_json()["outputs"][0]["data"] == [0]
+    assert ints.status_code == 200 and ints.get_json()["outputs"][0]["data"] == ["setosa"]
 
 
 def test_binary_request_and_response_framing(client):
@@ -379,7 +381,13 @@ def test_binary_request_and_response_framing(client):
     header = orjson.loads(raw[:split])
     assert header["id"] == "b1"
     proba_meta, predict = header["outputs"]
-    assert predict == {"name": "predict", "datatype": "INT64", "shape": [2], "data": [0, 2]}
+    # iris's classes are the species names: predict() answers them, as a BYTES tensor.
+    assert predict == {
+        "name": "predict",
+        "datatype": "BYTES",
+        "shape": [2],
+        "data": ["setosa", "virginica"],
+    }
     assert proba_meta["parameters"] == {"binary_data_size": 48} and "data" not in proba_meta
     proba = np.frombuffer(raw[split:], dtype="<f8").reshape(2, 3)
     assert proba.argmax(axis=1).tolist() == [0, 2]
@@ -420,7 +428,6 @@ def test_string_features_as_bytes(tmp_path):
             Feature(name="colour", type="string", categories=["blue", "red"]),
             Feature(name="size"),
         ],
-        output_labels=["a", "b"],
         sample_input=[["red", 1.0]],
         promote=True,
         signing_key=b"k",

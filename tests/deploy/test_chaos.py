@@ -87,6 +87,13 @@ def test_worker_kill_loses_at_most_the_request_it_held(report: dict) -> None:
     assert figures["direct_failed"] <= 1, figures  # only the request the killed worker held
     assert figures["nginx_retried"] >= 1, figures  # nginx sent its one to the other pod
     assert figures["replaced_s"] < 5, figures
+    # Killed at each point of a load request's life: retried until the answer is out.
+    kills = figures["kills"]
+    assert {p: k["retried"] > 0 for p, k in kills.items()} == {
+        "read": True, "predict": True, "write": True, "written": False,
+    }  # fmt: skip
+    assert all(k["near"] > 0 and k["near_failed"] == 0 and k["bad_log"] == 0
+               for k in kills.values()), kills  # fmt: skip
 
 
 def test_master_sigterm_drains_then_restarts(report: dict) -> None:

@@ -161,7 +161,8 @@ def test_repeat_is_a_cache_hit_from_redis(stack: Stack) -> None:
     assert first.headers["X-Cache"] == "miss"
     assert second.headers["X-Cache"] == "hit"
     assert second.json()["prediction"] == first.json()["prediction"]
-    keys = stack.compose("exec", "-T", "redis", "redis-cli", "dbsize").strip()
+    auth = 'REDISCLI_AUTH="$(cat /run/secrets/redis/password)" redis-cli dbsize'
+    keys = stack.compose("exec", "-T", "redis", "sh", "-c", auth).strip()
     assert int(keys) >= 1, "the api caches in Redis (PREDICTOR_REDIS_URL), so Redis holds keys"
 
 

@@ -133,9 +133,11 @@ def test_dockerfile_runtime_stage() -> None:
     assert env["HOME"], "gunicorn and friends write under $HOME"
     assert env["PROMETHEUS_MULTIPROC_DIR"].startswith("/dev/shm/"), "a tmpfs path"
     (expose,) = [args for word, args in stage if word == "EXPOSE"]
-    assert int(expose) == port_of(env["PREDICTOR_BIND"])
+    http_port, grpc_port = (int(p) for p in expose.split())
+    assert http_port == port_of(env["PREDICTOR_BIND"])
     assert env["PREDICTOR_BIND"].startswith("0.0.0.0:")
-    assert port_of(Settings.model_fields["BIND"].default) == int(expose)
+    assert port_of(Settings.model_fields["BIND"].default) == http_port
+    assert port_of(Settings.model_fields["GRPC_BIND"].default) == grpc_port
     volumes = [json.loads(args) for word, args in stage if word == "VOLUME"]
     assert [env["PREDICTOR_MODEL_STORE"]] in volumes
     assert any("train-demo" in args for word, args in instructions if word == "RUN"), (
@@ -199,9 +201,10 @@ def test_compose_services_and_profiles() -> None:
 def test_api_port_is_the_gunicorn_port_everywhere() -> None:
     api = service("api")
     port = port_of(api["environment"]["PREDICTOR_BIND"])
-    assert [int(p) for p in api["expose"]] == [port]
-    (dockerfile_expose,) = [int(a) for w, a in runtime_stage() if w == "EXPOSE"]
-    assert dockerfile_expose == port
+    grpc_port = port_of(api["environment"]["PREDICTOR_GRPC_BIND"])
+    assert [int(p) for p in api["expose"]] == [port, grpc_port]
+    (dockerfile_expose,) = [a for w, a in runtime_stage() if w == "EXPOSE"]
+    assert [int(p) for p in dockerfile_expose.split()] == [port, grpc_port]
     # nginx's upstream and Prometheus' DNS discovery name the service and that port.
     upstream = service("nginx")["environment"]["NGINX_UPSTREAM_SERVERS"]
     assert re.fullmatch(rf"server api:{port}( [\w=]+)*;", upstream), upstream

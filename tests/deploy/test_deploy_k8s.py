@@ -390,12 +390,22 @@ def test_network_policies_front_to_api_to_redis(target: str) -> None:
 
     api_policy = policy_for(api_labels)
     assert set(api_policy["spec"]["policyTypes"]) == {"Ingress", "Egress"}
-    (rule,) = api_policy["spec"]["ingress"]
+    rule, grpc_clients = api_policy["spec"]["ingress"]
     sources = rule["from"]
     assert all("namespaceSelector" in s and "podSelector" in s for s in sources)
     names = {s["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"] for s in sources}
     assert names == {"ingress-nginx", "monitoring"}, "only the front and Prometheus reach the api"
-    assert [p["port"] for p in rule["ports"]] == ["http"]
+    assert [p["port"] for p in rule["ports"]] == ["http", "grpc"]
+    # gRPC clients in the namespace opt in by label, and reach the gRPC port only.
+    (source,) = grpc_clients["from"]
+    assert source == {"podSelector": {"matchLabels": {"predictor.io/grpc-client": "true"}}}
+    assert [p["port"] for p in grpc_clients["ports"]] == ["grpc"]
+    container = api(docs)["spec"]["template"]["spec"]["containers"][0]
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    grpc_bind = next(e["value"] for e in container["env"] if e["name"] == "PREDICTOR_GRPC_BIND")
+    assert grpc_bind == f"0.0.0.0:{ports['grpc']}"
+    service_ports = {p["name"]: p for p in one(docs, "Service", "predictor-api")["spec"]["ports"]}
+    assert service_ports["grpc"]["targetPort"] == "grpc"
     assert any(
         matches(to["podSelector"]["matchLabels"], redis_labels)
         for e in api_policy["spec"]["egress"]
