@@ -372,6 +372,29 @@ class ManagedProcess:
         self.stop()
 
 
+class Command(ManagedProcess):
+    """Any other server (the seed app, MLServer, a profiler) under the same supervisor:
+    its own session, a log and a pid file in the run directory, stopped by its PID."""
+
+    def __init__(
+        self,
+        run_dir: Path | str,
+        name: str,
+        argv: list[str],
+        env: Mapping[str, str] | None = None,
+        cwd: Path | None = None,
+    ) -> None:
+        super().__init__(run_dir, name)
+        self.argv = argv
+        self.env = {**os.environ, **(env or {})}
+        self.cwd = cwd or REPO
+        self.executable = Path(argv[0]).name
+
+    def start(self) -> Command:
+        self._spawn(self.argv, self.env, self.cwd)
+        return self
+
+
 def _redis_command(
     port: int, *args: str, timeout: float = 1.0, password: str | None = None
 ) -> bytes:
