@@ -17,10 +17,10 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
 WORKDIR /src
 # From pyproject.toml alone: this stage (and the runtime layer copied from it) is
 # reused until the pins change, whatever happens to the code.
-COPY pyproject.toml ./
+COPY pyproject.toml deps/constraints.txt ./
 RUN python3 -m venv /opt/venv \
- && python3 -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies'] + tomllib.load(open('pyproject.toml', 'rb'))['project']['optional-dependencies']['explain']))" > requirements.txt \
- && /opt/venv/bin/pip install --no-cache-dir ${PIP_INDEX_URL:+--index-url "$PIP_INDEX_URL"} -r requirements.txt
+ && python3 -c "import tomllib; p = tomllib.load(open('pyproject.toml', 'rb'))['project']; print('\n'.join(p['dependencies'] + p['optional-dependencies']['explain']))" > requirements.txt \
+ && /opt/venv/bin/pip install --no-cache-dir ${PIP_INDEX_URL:+--index-url "$PIP_INDEX_URL"} -r requirements.txt -c constraints.txt
 
 # --- build: the package as a wheel, and the demo models trained with it ------------
 FROM deps AS build
@@ -43,6 +43,10 @@ COPY --from=build /wheels /tmp/wheels
 RUN /opt/venv/bin/pip install --no-cache-dir --no-deps --no-index /tmp/wheels/*.whl \
  && rm -rf /tmp/wheels
 COPY --from=build --chown=10001:10001 /models /models
+# The signing key's directory (compose mounts a volume here; Kubernetes sets
+# PREDICTOR_SIGNING_KEY_FILE to its mounted Secret instead). See docker-entrypoint.sh.
+COPY scripts/docker-entrypoint.sh /usr/local/bin/docker-entrypoint.sh
+RUN mkdir -p /keys && chown 10001:10001 /keys && chmod 700 /keys
 # HOME for tools that write under it (gunicorn's control socket is off in its config,
 # so a read-only root filesystem works too). The multiprocess metrics directory is on
 # /dev/shm, a tmpfs in Docker, podman and Kubernetes alike; gunicorn's config wipes
@@ -53,13 +57,15 @@ ENV PATH=/opt/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PREDICTOR_BIND=0.0.0.0:8000 \
     PREDICTOR_MODEL_STORE=/models \
+    PREDICTOR_SIGNING_KEY_FILE=/keys/signing.key \
     PROMETHEUS_MULTIPROC_DIR=/dev/shm/predictor-metrics
 # A new named volume starts as a copy of the demo models; mount a store over it to serve yours.
-VOLUME ["/models"]
+VOLUME ["/models", "/keys"]
 USER 10001:10001
 WORKDIR /home/predictor
-EXPOSE 8000
+EXPOSE 8000 8001
 # Ready = models loaded and not draining. Python, not curl: the slim image has no curl.
 HEALTHCHECK --interval=10s --timeout=3s --start-period=30s --retries=3 \
   CMD ["python3", "-c", "import os, urllib.request; port = os.environ.get('PREDICTOR_BIND', ':8000').rsplit(':', 1)[1]; urllib.request.urlopen(f'http://127.0.0.1:{port}/readyz', timeout=2)"]
+ENTRYPOINT ["/usr/local/bin/docker-entrypoint.sh"]
 CMD ["gunicorn", "-c", "python:service.gunicorn_conf", "service.wsgi:app"]

@@ -8,17 +8,20 @@ export PREDICTOR_MODEL_STORE ?= $(STORE)
 
 .PHONY: run test test-fast lint install install-test models
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml deps/constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e .
+	$(PY) -m pip install -q -e . -c deps/constraints.txt
 	touch $@
 
 install: $(VENV)/.installed
 
-## Train the demo models into the store when it has none.
+## The local signing key (created once, outside the repo); the demo models, trained into
+## the store when it has none or its current versions do not verify with that key.
 models: install
-	@test -n "$$(ls -A $(STORE) 2>/dev/null)" || $(VENV)/bin/predictor train-demo --store $(STORE)
+	@$(VENV)/bin/predictor signing-key init
+	@if test -z "$$(ls -A $(STORE) 2>/dev/null)" || ! $(VENV)/bin/predictor verify --store $(STORE) >/dev/null; then \
+		$(VENV)/bin/predictor train-demo --store $(STORE); fi
 
 ## Serve on http://127.0.0.1:8000 with gunicorn and the in-process cache.
 run: models

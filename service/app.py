@@ -13,7 +13,7 @@ from .core import PredictionCore
 from .models.registry import ModelRegistry
 from .settings import Settings
 from .state import EXTENSION, ServiceState
-from .store import ModelStore
+from .stores import open_store
 
 
 def create_app(settings: Settings | None = None, *, load_models: bool = True) -> Flask:
@@ -23,9 +23,12 @@ def create_app(settings: Settings | None = None, *, load_models: bool = True) ->
         level=settings.LOG_LEVEL.upper(),
         handlers=[logs.handler("%(asctime)s %(levelname)s %(name)s [%(process)d] %(message)s")],
     )
+    # Fail closed: a broken configured secret stops the service here, before it serves.
+    for warning in settings.check_secrets():
+        logging.getLogger("predictor.settings").warning("%s", warning)
     app = Flask(__name__, static_folder=None)
     app.config["MAX_CONTENT_LENGTH"] = settings.MAX_BODY_BYTES
-    store = ModelStore(settings.MODEL_STORE)
+    store = open_store(settings.MODEL_STORE, settings.STORE_CACHE_DIR)
     registry = ModelRegistry(store, settings)
     if load_models:
         registry.load_all()

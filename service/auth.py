@@ -31,7 +31,10 @@ def new_key() -> str:
 
 
 def is_prediction_request(method: str, path: str) -> bool:
-    """The routes that spend model time: seed, V1 ``:predict``/``:explain``, V2 ``/infer``."""
+    """The routes that spend model time (seed, V1 ``:predict``/``:explain``, V2 ``/infer``),
+    and every version-pinned route (``.../versions/{v}...``, metadata and ready included)."""
+    if path.startswith(("/v1/models/", "/v2/models/")) and "/versions/" in path:
+        return True
     return method == "POST" and (
         path == "/predict"
         or path.endswith(":predict")

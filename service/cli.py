@@ -14,9 +14,9 @@ from typing import Any
 
 from . import runtimes
 from .errors import ArtifactRejected, PredictorError
-from .manifest import CompiledRecord, FeatureType
+from .manifest import CompiledRecord
 from .settings import Settings
-from .store import ModelStore
+from .stores import open_store
 
 
 class CliError(Exception):
@@ -29,6 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args) or 0
     except (CliError, PredictorError, ArtifactRejected, OSError, ValueError) as exc:
+        # SecretError is a ValueError: a broken key file is one line too.
         message = exc.message if isinstance(exc, PredictorError) else str(exc)
         print(f"predictor {args.command}: error: {message}", file=sys.stderr)
         return 1
@@ -44,9 +45,9 @@ def _parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_text, description=help_text)
         p.add_argument(
             "--store",
-            type=Path,
             default=None,
-            help="model store directory (default: $PREDICTOR_MODEL_STORE or ./models)",
+            help="model store: a directory or s3://BUCKET/PREFIX "
+            "(default: $PREDICTOR_MODEL_STORE or ./models)",
         )
         p.set_defaults(func=func)
         return p
@@ -56,17 +57,33 @@ def _parser() -> argparse.ArgumentParser:
     )
 
     p = command(
-        "publish", _publish, "publish a fitted estimator or Pipeline (joblib or skops file)"
+        "publish",
+        _publish,
+        "publish a fitted estimator or Pipeline (joblib or skops file) from its data",
     )
     p.add_argument("file", type=Path, help="a .joblib/.pkl or .skops file holding a fitted model")
     p.add_argument("--name", required=True, help="model name")
     p.add_argument("--version", help="version (default: next integer)")
     p.add_argument(
-        "--features",
-        help="comma-separated feature names in input order, each optionally name:type "
-        "(float, int, bool, string); default: the estimator's feature_names_in_",
+        "--data",
+        type=Path,
+        help="training or validation data (.csv or .parquet): the schema, ranges, categories, "
+        "missing values, metrics, samples and the compiled graph's verification come from it",
     )
-    p.add_argument("--labels", help="comma-separated output label names, in classes_ order")
+    p.add_argument("--target", help="the column of --data holding the labels/values (dropped)")
+    p.add_argument(
+        "--held-out", type=Path, help="rows for the metrics (default: a seeded split of --data)"
+    )
+    p.add_argument(
+        "--features",
+        help="override: comma-separated feature names in input order, each optionally "
+        "name:type (float, int, bool, string); default: the estimator's feature_names_in_",
+    )
+    p.add_argument(
+        "--labels",
+        help="display names per class, e.g. leave=Leaves,stay=Stays (answers stay the "
+        "model's own classes); a plain list a,b,c only for classes 0..k-1",
+    )
     p.add_argument("--sample", help='JSON rows for the smoke test, e.g. "[[5.1, 3.5, 1.4, 0.2]]"')
     p.add_argument("--metrics", help='JSON object of held-out metrics, e.g. {"accuracy": 0.97}')
     p.add_argument(
@@ -76,12 +93,30 @@ def _parser() -> argparse.ArgumentParser:
         help="artifact format to store (default skops: loads without running pickled code)",
     )
     p.add_argument("--description", default="")
+    p.add_argument(
+        "--trust",
+        action="append",
+        default=[],
+        metavar="TYPE",
+        help="a skops type outside the allow-list that you vouch for (repeat for each); "
+        "recorded in the signed manifest",
+    )
     p.add_argument("--promote", action="store_true", help="make it the current version")
     compiled = ", ".join(r.name for r in runtimes.compiled_runtimes()) or "none registered"
     p.add_argument(
         "--no-compile",
         action="store_true",
         help=f"skip compiling for the compiled runtimes ({compiled}); serve with the estimator",
+    )
+    p.add_argument(
+        "--compile-anyway",
+        action="store_true",
+        help="without --data, compile and verify on rows drawn from the features' ranges only",
+    )
+    p.add_argument(
+        "--allow-version-mismatch",
+        action="store_true",
+        help="publish a model saved with another scikit-learn major.minor than this one",
     )
 
     p = command("models", _models, "list models, versions, current version and metrics")
@@ -91,12 +126,42 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("name")
     p.add_argument("version")
 
+    p = command(
+        "canary",
+        _canary,
+        "send PERCENT of the requests naming no version of NAME to VERSION (or end it: --off)",
+    )
+    p.add_argument("name")
+    p.add_argument("version", nargs="?", help="the candidate version (verified and smoke-tested)")
+    p.add_argument("--percent", type=float, help="share of unpinned requests, above 0, below 100")
+    p.add_argument("--sticky", action="store_true", help="one API key always sees the same version")
+    p.add_argument("--off", action="store_true", help="end the canary: current takes everything")
+
     p = command("rollback", _rollback, "return NAME to the version current before this one")
     p.add_argument("name")
 
     p = command("api-key", _api_key, "create an API key: prints the key once and its config entry")
     p.add_argument("action", choices=["new"], help="new: generate a random key")
     p.add_argument("id", help="a name for the key (logged; the key itself never is)")
+
+    command(
+        "verify",
+        _verify,
+        "check each current version's signature and file digests (loads nothing); "
+        "exit 1 if any fails",
+    )
+
+    p = command(
+        "signing-key",
+        _signing_key,
+        "init: create the signing key file if missing (prints its path); new: print a fresh key",
+    )
+    p.add_argument("action", choices=["init", "new"])
+    p.add_argument(
+        "--file",
+        type=Path,
+        help="key file (default: $PREDICTOR_SIGNING_KEY_FILE or ~/.config/predictor/signing.key)",
+    )
 
     p = command("serve", _serve, "serve the store with gunicorn (settings from PREDICTOR_*)")
     p.add_argument("--bind", help="address to listen on (default $PREDICTOR_BIND)")
@@ -107,19 +172,20 @@ def _parser() -> argparse.ArgumentParser:
 def _settings(args: argparse.Namespace) -> Settings:
     settings = Settings()
     if args.store is not None:
-        settings = settings.model_copy(update={"MODEL_STORE": args.store})
+        settings = Settings(MODEL_STORE=args.store)
     return settings
 
 
-def _store(args: argparse.Namespace) -> ModelStore:
-    return ModelStore(_settings(args).MODEL_STORE)
+def _store(args: argparse.Namespace) -> Any:
+    settings = _settings(args)
+    return open_store(settings.MODEL_STORE, settings.STORE_CACHE_DIR)
 
 
 def _train_demo(args: argparse.Namespace) -> int:
     from .demo import train_demo
 
     settings = _settings(args)
-    for manifest in train_demo(ModelStore(settings.MODEL_STORE), settings.signing_key):
+    for manifest in train_demo(_store(args), settings.publishing_key()):
         print(
             f"published {manifest.name} version {manifest.version} "
             f"({manifest.estimator}, {_metrics_text(manifest.metrics)}) and made it current"
@@ -132,41 +198,47 @@ def _compiled_text(record: CompiledRecord | None) -> str:
     if not record:
         return "not compiled: serves with scikit-learn"
     if record.ok:
+        sources = ", ".join(f"{k} {v:,}" for k, v in (record.rows_by_source or {}).items())
+        distinct = getattr(record, "distinct_rows", None)
+        distinct_text = f" ({distinct:,} distinct)" if distinct is not None else ""
         return (
-            f"compiled for runtime {record.runtime}, verified on {record.rows_checked:,} rows: "
-            f"{record.mismatches} mismatches, max diff {record.max_abs_diff or 0.0:.2g}"
+            f"compiled for runtime {record.runtime}, verified on {record.rows_checked:,} rows"
+            f"{distinct_text}: {record.mismatches} mismatches, max diff "
+            f"{record.max_abs_diff or 0.0:.2g} [{sources}]"
         )
     return f"serves with scikit-learn: {record.reason}"
 
 
 def _publish(args: argparse.Namespace) -> int:
-    from .publish import PublishError, features_for, publish_estimator
+    from .labels import LabelError, parse_labels_arg
+    from .publish import PublishError, publish_model
 
     settings = _settings(args)
-    estimator = _read_estimator(args.file)
+    if args.data is None and (args.target or args.held_out):
+        raise CliError("--target and --held-out describe --data: give --data FILE too")
     try:
-        names, types = _parse_features(args.features)
-        features = features_for(estimator, names)
-        if types:
-            features = [
-                f.model_copy(update={"type": t}) for f, t in zip(features, types, strict=True)
-            ]
-        manifest = publish_estimator(
-            ModelStore(settings.MODEL_STORE),
-            estimator,
+        manifest = publish_model(
+            args.file,
             name=args.name,
+            data=args.data,
+            target=args.target,
+            held_out=args.held_out,
+            store=_store(args),
             version=args.version,
-            features=features,
-            output_labels=args.labels.split(",") if args.labels else None,
-            metrics=_json_arg("--metrics", args.metrics, dict),
+            features=[f for f in args.features.split(",") if f.strip()] if args.features else None,
+            labels=parse_labels_arg(args.labels) if args.labels else None,
             sample_input=_json_arg("--sample", args.sample, list),
+            metrics=_json_arg("--metrics", args.metrics, dict),
             artifact_format=args.format,
-            signing_key=settings.signing_key,
+            signing_key=settings.publishing_key(),
+            trust=args.trust,
             description=args.description,
             promote=args.promote,
             compile_graph=not args.no_compile,
+            compile_anyway=args.compile_anyway,
+            allow_version_mismatch=args.allow_version_mismatch,
         )
-    except PublishError as exc:
+    except (PublishError, LabelError) as exc:
         raise CliError(str(exc)) from exc
     state = (
         "and made it current"
@@ -174,47 +246,31 @@ def _publish(args: argparse.Namespace) -> int:
         else f"(promote with: predictor promote {manifest.name} {manifest.version})"
     )
     print(f"published {manifest.name} version {manifest.version} {state}")
+    print(f"  {_schema_text(manifest)}")
+    if manifest.metrics:
+        held = (manifest.data or {}).get("held_out") or "the given metrics"
+        print(f"  held-out metrics: {_metrics_text(manifest.metrics)} (on {held})")
+    elif args.data is not None and not args.target:
+        print("  no held-out metrics: pass --target COLUMN so the data's labels can score it")
     print(f"  {_compiled_text(manifest.compiled)}")
+    if manifest.sklearn_version != manifest.publisher_sklearn_version:
+        print(
+            f"  warning: trained with scikit-learn {manifest.sklearn_version}, published with "
+            f"{manifest.publisher_sklearn_version}"
+        )
     if manifest.trusted_types:
         print(f"  trusted types recorded: {', '.join(manifest.trusted_types)}")
     return 0
 
 
-def _read_estimator(path: Path) -> Any:
-    if not path.is_file():
-        raise CliError(f"no such file: {path}")
-    if path.suffix == ".skops":
-        import skops.io as sio
-
-        try:
-            # The publisher vouches for its own file: trust the types it holds.
-            return sio.load(path, trusted=sio.get_untrusted_types(file=path))
-        except Exception as exc:
-            raise CliError(f"{path} is not a readable skops file: {exc}") from exc
-    import joblib
-
-    try:
-        return joblib.load(path)  # the publisher's own file, loaded on the publisher's machine
-    except Exception as exc:
-        raise CliError(f"{path} is not a readable joblib/pickle file: {exc}") from exc
-
-
-def _parse_features(text: str | None) -> tuple[list[str] | None, list[FeatureType] | None]:
-    if not text:
-        return None, None
-    names, types = [], []
-    allowed = set(FeatureType.__args__)  # type: ignore[attr-defined]
-    for item in text.split(","):
-        name, _, ftype = item.strip().partition(":")
-        ftype = ftype or "float"
-        if not name or ftype not in allowed:
-            raise CliError(
-                f"--features item {item!r}: expected name or name:type with type in "
-                f"{', '.join(sorted(allowed))}"
-            )
-        names.append(name)
-        types.append(ftype)
-    return names, types  # type: ignore[return-value]
+def _schema_text(manifest: Any) -> str:
+    parts = []
+    for f in manifest.features:
+        text = f"{f.name}:{f.type}"
+        if f.nullable:
+            text += "?"
+        parts.append(text)
+    return f"{len(parts)} features ({', '.join(parts)}; ? = accepts missing values)"
 
 
 def _json_arg(flag: str, text: str | None, kind: type) -> Any:
@@ -264,15 +320,46 @@ def _models(args: argparse.Namespace) -> int:
 
 def _promote(args: argparse.Namespace) -> int:
     settings = _settings(args)
-    ModelStore(settings.MODEL_STORE).promote(args.name, args.version)
+    from .canary import promote
+
+    ended = promote(_store(args), args.name, args.version)
     print(f"{args.name}: current version is now {args.version}")
+    if ended:
+        print(f"  the canary of version {args.version} ended: it takes all traffic now")
     _announce(settings, args.name, args.version)
+    return 0
+
+
+def _canary(args: argparse.Namespace) -> int:
+    from . import canary
+
+    settings = _settings(args)
+    store = _store(args)
+    if args.off:
+        if args.version or args.percent is not None:
+            raise CliError("--off takes no VERSION or --percent")
+        ended = canary.stop(store, args.name)
+        if ended is None:
+            print(f"{args.name}: no canary was running")
+        else:
+            print(f"{args.name}: canary of version {ended.version} ended")
+            _announce(settings, args.name, "canary-off")
+        return 0
+    if not args.version or args.percent is None:
+        raise CliError("expected NAME VERSION --percent P (or NAME --off)")
+    state = canary.start(store, settings, args.name, args.version, args.percent, args.sticky)
+    how = "per API key" if state.sticky else "per request"
+    print(
+        f"{args.name}: version {state.version} takes {state.percent:g}% of the requests "
+        f"naming no version ({how}); current {store.current(args.name)} the rest"
+    )
+    _announce(settings, args.name, f"canary-{state.version}")
     return 0
 
 
 def _rollback(args: argparse.Namespace) -> int:
     settings = _settings(args)
-    store = ModelStore(settings.MODEL_STORE)
+    store = _store(args)
     previous = store.current(args.name)
     version = store.rollback(args.name)
     print(f"{args.name}: rolled back from version {previous} to {version}")
@@ -297,6 +384,51 @@ def _api_key(args: argparse.Namespace) -> int:
     key = new_key()
     print(f"key (give it to the client; it is not stored anywhere): {key}")
     print(f"entry for PREDICTOR_API_KEYS or PREDICTOR_API_KEYS_FILE: {args.id}:{hash_key(key)}")
+    return 0
+
+
+def _verify(args: argparse.Namespace) -> int:
+    from .artifacts import verify_version
+
+    settings = _settings(args)
+    store = _store(args)
+    key = settings.signing_key
+    failed = 0
+    for name in store.names():
+        version = store.current(name)
+        if version is None:
+            continue
+        try:
+            signed = verify_version(store.version_dir(name, version),
+                                    store.manifest(name, version), key)  # fmt: skip
+        except (ArtifactRejected, PredictorError) as exc:
+            failed += 1
+            reason = exc.reason if isinstance(exc, ArtifactRejected) else exc.code
+            print(f"{name} {version}: refused ({reason}: {exc})")
+            continue
+        print(f"{name} {version}: {'signed, every file verified' if signed else 'not signed'}")
+    if key is None:
+        print("no signing key is set: nothing can be verified")
+        return 1
+    return 1 if failed else 0
+
+
+def _signing_key(args: argparse.Namespace) -> int:
+    from .secret_files import (
+        check_length,
+        create_secret_file,
+        default_signing_key_file,
+        new_secret,
+        read_secret_file,
+    )
+
+    if args.action == "new":
+        print(new_secret())
+        return 0
+    path = args.file or _settings(args).SIGNING_KEY_FILE or default_signing_key_file()
+    created = create_secret_file(path)
+    check_length(read_secret_file(path, "signing key"), f"the signing key in {path}")
+    print(f"{'created' if created else 'kept the existing'} signing key {path}")
     return 0
 
 

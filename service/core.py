@@ -33,17 +33,19 @@ class Prediction:
 
     @property
     def values(self) -> list[Any]:
-        """Label names for classifiers, numbers for regressors."""
-        label_of = self.model.label_of
-        if label_of:
-            return [label_of.get(v, str(v)) for v in self.raw]
+        """What ``estimator.predict`` answers: the model's own class values, or numbers.
+
+        Display names never replace a class (see labels.py): every protocol answers
+        the same value for the same row.
+        """
         return self.raw
 
     def proba_by_label(self) -> list[dict[str, float]] | None:
+        """Probabilities per row, keyed by each class's JSON text (``labels.class_key``)."""
         if self.proba is None:
             return None
-        labels = self.model.labels
-        return [dict(zip(labels, row, strict=True)) for row in self.proba]
+        keys = self.model.proba_keys
+        return [dict(zip(keys, row, strict=True)) for row in self.proba]
 
     @property
     def cache_status(self) -> str:

@@ -10,7 +10,7 @@ from sklearn.metrics import accuracy_score, f1_score, mean_absolute_error, r2_sc
 from sklearn.model_selection import train_test_split
 
 from .manifest import Feature, Manifest
-from .publish import publish_estimator, ranges_from_data
+from .publish import CONFIGURED_KEY, publish_estimator, ranges_from_data
 from .store import ModelStore
 
 SEED = 0
@@ -23,15 +23,19 @@ def _classifier_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, flo
     }
 
 
-def train_demo(store: ModelStore, signing_key: bytes | None = None) -> list[Manifest]:
-    """Train, publish and promote iris (LogisticRegression), iris-rf and diabetes."""
+def train_demo(store: ModelStore, signing_key: bytes | None = CONFIGURED_KEY) -> list[Manifest]:
+    """Train, publish and promote iris (LogisticRegression), iris-rf and diabetes.
+
+    Signed with the configured key (the local one is created when none is set).
+    """
     published = []
     iris = load_iris()
+    # Species names are the classes, so every protocol answers "setosa", as predict() does.
+    species = iris.target_names[iris.target].astype(object)
     X_train, X_test, y_train, y_test = train_test_split(
-        iris.data, iris.target, test_size=0.25, random_state=SEED, stratify=iris.target
+        iris.data, species, test_size=0.25, random_state=SEED, stratify=species
     )
     features = ranges_from_data([Feature(name=n) for n in iris.feature_names], X_train)
-    labels = [str(n) for n in iris.target_names]
     for name, estimator, description in (
         ("iris", LogisticRegression(max_iter=1000), "Iris species, logistic regression"),
         (
@@ -47,7 +51,6 @@ def train_demo(store: ModelStore, signing_key: bytes | None = None) -> list[Mani
                 estimator,
                 name=name,
                 features=features,
-                output_labels=labels,
                 metrics=_classifier_metrics(y_test, estimator.predict(X_test)),
                 sample_input=X_test[:2].tolist(),
                 held_out=X_test,

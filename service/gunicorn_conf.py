@@ -12,9 +12,14 @@ import sys
 import tempfile
 import time
 
-from service.settings import Settings
+from service.settings import SecretError, Settings
 
 _settings = Settings()
+try:  # fail closed with one line, not a traceback, before any worker starts
+    _settings.check_secrets()
+except SecretError as _exc:
+    sys.stderr.write(f"predictor: cannot start: {_exc}\n")
+    sys.exit(1)
 
 # prometheus-client must see its multiprocess directory before it is imported, and it must
 # start empty (old worker files would skew counts). This module runs once, in the master,
@@ -51,15 +56,28 @@ accesslog = None
 errorlog = "-"
 
 
+# The gRPC server processes (protocols/grpc/supervisor.py), started once the master is ready.
+_grpc = None
+
+
 def when_ready(server) -> None:  # noqa: ANN001 - gunicorn hook signature
     """Drain before stopping: on SIGTERM readiness fails at once, the workers keep serving
     for DRAIN_SECONDS (what a Kubernetes preStop delay gives the endpoints to update),
-    then gunicorn's own graceful stop lets in-flight requests finish."""
+    then gunicorn's own graceful stop lets in-flight requests finish. The gRPC servers
+    start here and drain with the same steps."""
+    global _grpc
+    if _settings.GRPC_BIND:
+        from service.protocols.grpc.supervisor import GrpcProcesses
+
+        _grpc = GrpcProcesses(_settings.GRPC_WORKERS, server.log)
+        _grpc.start()
     graceful_stop = server.handle_term
 
     def handle_term() -> None:
         flag = os.environ["PREDICTOR_DRAIN_FLAG"]
         open(flag, "w").close()
+        if _grpc is not None:
+            _grpc.terminate()
         server.log.info(
             "SIGTERM: draining, readiness fails; closing the listener in %.1fs",
             _settings.DRAIN_SECONDS,
@@ -71,6 +89,12 @@ def when_ready(server) -> None:  # noqa: ANN001 - gunicorn hook signature
         graceful_stop()
 
     server.handle_term = handle_term
+
+
+def on_exit(server) -> None:  # noqa: ANN001
+    """The master is leaving: the gRPC servers finish their calls and go with it."""
+    if _grpc is not None:
+        _grpc.stop(_settings.DRAIN_SECONDS + _settings.GRACEFUL_TIMEOUT + 5)
 
 
 def post_fork(server, worker) -> None:  # noqa: ANN001

@@ -11,7 +11,7 @@ import orjson
 from flask import Flask, Response, g, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
-from . import metrics
+from . import canary, metrics
 from .auth import KEY_ID_HEADER, ApiKeys, is_prediction_request
 from .errors import PredictorError
 
@@ -133,6 +133,7 @@ def install(app: Flask, max_bytes: int, api_keys: ApiKeys | None = None) -> None
         if start is not None:
             metrics.HTTP_DURATION.labels(route, method, status).observe(time.perf_counter() - start)
         metrics.HTTP_REQUESTS.labels(route, method, status).inc()
+        canary.record(response.status_code, start)  # per-version metrics (current vs canary)
         if response.status_code >= 400:
             log.info(
                 "%s %s -> %s (request id %s)",

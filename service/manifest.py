@@ -25,6 +25,14 @@ class Feature(BaseModel):
     minimum: float | None = Field(None, description="Smallest value seen in training.")
     maximum: float | None = Field(None, description="Largest value seen in training.")
     categories: list[str] | None = Field(None, description="Values seen for a string feature.")
+    nullable: bool = Field(
+        False,
+        description="Missing values (null, NaN) are accepted: the data had them, or the "
+        "estimator predicts a row with NaN here.",
+    )
+    missing_rate: float | None = Field(
+        None, description="Share of the publish data's rows missing this feature."
+    )
 
 
 class CompiledRecord(BaseModel):
@@ -66,8 +74,20 @@ class Manifest(BaseModel):
     artifact: str = Field(description="File name of the artifact inside the version directory.")
     sha256: str
     signature: str | None = Field(None, description="HMAC-SHA256 of the signed fields, hex.")
-    trusted_types: list[str] = Field(default_factory=list, description="skops types trusted.")
-    sklearn_version: str
+    trusted_types: list[str] = Field(
+        default_factory=list,
+        description="skops types the publisher trusted beyond the allow-list (service/trust.py).",
+    )
+    files: dict[str, str] = Field(
+        default_factory=dict,
+        description="sha256 of every file of the version but the manifest (signed with it).",
+    )
+    sklearn_version: str = Field(
+        description="scikit-learn version the model was trained with (stored in its file)."
+    )
+    publisher_sklearn_version: str | None = Field(
+        None, description="scikit-learn version that published (and re-saved) the artifact."
+    )
     estimator: str = Field(description="Class name of the fitted estimator or pipeline.")
     task: Task
     features: list[Feature]
@@ -77,6 +97,9 @@ class Manifest(BaseModel):
     sample_input: list[list[Any]] = Field(description="Rows a smoke test predicts before serving.")
     created: datetime = Field(default_factory=lambda: datetime.now(UTC))
     description: str = ""
+    data: dict[str, Any] | None = Field(
+        None, description="The data the schema, metrics and verification came from."
+    )
     compiled: CompiledRecord | None = Field(
         None, description="Outcome of compiling for a compiled runtime and verifying it."
     )
@@ -86,12 +109,11 @@ class Manifest(BaseModel):
         return [f.name for f in self.features]
 
     def signed_fields(self) -> bytes:
-        """The bytes a publisher signs: identity, digest and what the loader will trust."""
-        parts = [self.name, self.version, self.format, self.sha256, ",".join(self.trusted_types)]
-        compiled = self.compiled.sha256 if self.compiled else None
-        if compiled:
-            parts.append(compiled)
-        return "\n".join(parts).encode()
+        """The bytes a publisher signs: every field but the signature, canonically encoded."""
+        from .signing import canonical_manifest
+
+        fields = self.model_dump(mode="json", exclude={"signature"}, exclude_defaults=True)
+        return canonical_manifest(fields)
 
     def write(self, directory: Path) -> None:
         (directory / MANIFEST_FILE).write_text(self.model_dump_json(indent=2))

@@ -111,6 +111,29 @@ MODEL_LOAD_FAILURES = Counter(
     "Model versions refused at load (the previous version kept serving), by reason.",
     ["model", "version", "reason"],
 )
+STORE_ERRORS = Counter(
+    "predictor_store_errors_total",
+    "Model store calls that failed (the service kept serving what it had loaded).",
+    ["backend", "operation"],
+)
+VERSION_REQUESTS = Counter(
+    "predictor_version_requests_total",
+    "Prediction requests naming no version, by the version that answered, its role "
+    "(current or canary) and outcome (error = 5xx or the model refused the rows).",
+    ["model", "version", "role", "outcome"],
+)
+VERSION_DURATION = Histogram(
+    "predictor_version_request_duration_seconds",
+    "Time to answer prediction requests naming no version, by version and role.",
+    ["model", "version", "role"],
+    buckets=LATENCY_BUCKETS,
+)
+CANARY_PERCENT = Gauge(
+    "predictor_canary_percent",
+    "Share (percent) of unpinned requests each worker sends to a canary version; 0 = ended.",
+    ["model", "version"],
+    multiprocess_mode="liveall",
+)
 MODEL_BROKEN = Gauge(
     "predictor_model_broken",
     "Broken parts of a model in the store, per worker: current (its pointer is unreadable), "
@@ -139,6 +162,18 @@ EXPLAIN_DURATION = Histogram(
     "predictor_explain_duration_seconds",
     "Time to explain a request's rows (estimator + explainer), by method.",
     ["method"],
+    buckets=LATENCY_BUCKETS,
+)
+
+GRPC_REQUESTS = Counter(
+    "predictor_grpc_requests_total",
+    "Open Inference Protocol gRPC calls answered, by method and status code.",
+    ["method", "code"],
+)
+GRPC_DURATION = Histogram(
+    "predictor_grpc_request_duration_seconds",
+    "Time from a gRPC call's start to its answer, by method and status code.",
+    ["method", "code"],
     buckets=LATENCY_BUCKETS,
 )
 

@@ -80,7 +80,8 @@ class ServiceState:
                     "created": m.created.isoformat(),
                     "estimator": m.estimator,
                     "metrics": m.metrics,
-                    "sklearn_version": m.sklearn_version,
+                    "sklearn_version": m.sklearn_version,  # trained with (in the artifact)
+                    "serving_sklearn_version": _serving_sklearn(),
                     "compiled": m.compiled.model_dump(exclude_unset=True) if m.compiled else None,
                 }
                 for m in manifests
@@ -96,12 +97,21 @@ class ServiceState:
                 task=described.task,
                 estimator=described.estimator,
                 features=[f.model_dump(exclude_none=True) for f in described.features],
-                output_labels=described.output_labels,
+                sklearn_version=described.sklearn_version,
+                serving_sklearn_version=_serving_sklearn(),
+                classes=described.classes,  # what predictions answer
+                output_labels=described.output_labels,  # display names, in classes order
                 metrics=described.metrics,
                 sample_input=described.sample_input,
                 description=described.description,
             )
         return out
+
+
+def _serving_sklearn() -> str:
+    import sklearn
+
+    return sklearn.__version__
 
 
 def state(app: Flask) -> ServiceState:

@@ -54,6 +54,27 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         )
 
 
+# The signing key every test store is signed with and every test service verifies with.
+TEST_SIGNING_KEY = b"test-signing-key-0123456789abcdef-0123456789"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def signing_key_file(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The local signing key every test sees: the default file in a private config dir.
+
+    Signing is on, as everywhere the stack ships. The user's real ~/.config is never
+    read or written; a test (or a server it starts) that drops every PREDICTOR_*
+    variable still finds this key where `predictor train-demo` would have created it.
+    """
+    config = tmp_path_factory.mktemp("xdg-config")
+    path = config / "predictor" / "signing.key"
+    path.parent.mkdir()
+    path.write_bytes(TEST_SIGNING_KEY + b"\n")
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("XDG_CONFIG_HOME", str(config))
+        yield path
+
+
 @pytest.fixture(autouse=True)
 def _clean_predictor_env(monkeypatch: pytest.MonkeyPatch) -> None:
     """No PREDICTOR_* variable of the developer's shell leaks into a test."""
@@ -65,7 +86,7 @@ def _clean_predictor_env(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture(scope="session")
 def demo_store_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("demo-store") / "models"
-    train_demo(ModelStore(root))
+    train_demo(ModelStore(root), signing_key=TEST_SIGNING_KEY)
     return root
 
 
@@ -96,3 +117,29 @@ def app(settings: Settings):  # noqa: ANN201 - Flask app
 def client(app) -> Iterator:  # noqa: ANN001
     with app.test_client() as c:
         yield c
+
+
+@pytest.fixture(scope="session")
+def seaweedfs(tmp_path_factory: pytest.TempPathFactory) -> Iterator:
+    """A real S3 server (SeaweedFS) on free loopback ports for the session; stopped by PID."""
+    from tools.stack import SeaweedFS
+
+    server = SeaweedFS(tmp_path_factory.mktemp("seaweedfs")).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def s3_env(seaweedfs, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest) -> dict:
+    """AWS variables for the test's process, and a fresh s3:// store URI (one prefix per test)."""
+    import uuid
+
+    env = seaweedfs.aws_env()
+    for key in [k for k in os.environ if k.startswith("AWS_")]:
+        monkeypatch.delenv(key)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    uri = f"s3://predictor/{request.node.name[:40]}-{uuid.uuid4().hex[:8]}"
+    return {**env, "PREDICTOR_MODEL_STORE": uri}

@@ -155,6 +155,7 @@ def plant_pickle_bomb(
     fields = source.model_dump(mode="json") | {
         "version": version, "format": "joblib", "artifact": "model.joblib",
         "sha256": file_sha256(artifact), "signature": None, "trusted_types": [], "compiled": None,
+        "files": {},
     } | manifest_extra  # fmt: skip
     (directory / "manifest.json").write_text(json.dumps(fields))
     return directory

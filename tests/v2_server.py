@@ -11,7 +11,7 @@ from pathlib import Path
 
 from tools.stack import Gunicorn
 
-ADMIN_TOKEN = "v2-test-admin-token"
+ADMIN_TOKEN = "v2-test-admin-token-0123456789abcdef"
 _server: Gunicorn | None = None
 
 

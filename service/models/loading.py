@@ -17,7 +17,9 @@ from typing import Any
 import numpy as np
 
 from .. import metrics
+from ..artifacts import verify_version
 from ..errors import ArtifactRejected, PredictorError
+from ..labels import class_key
 from ..manifest import Manifest
 from ..runtimes import Runtime
 from ..runtimes.selection import build_runtime
@@ -46,12 +48,15 @@ class LoadedModel:
         self.is_classifier = m.task == "classification"
         # Cache keys carry name, version and digest: a new version never reads old answers.
         self.cache_prefix = f"p:{m.name}:{m.version}:{m.sha256[:12]}:"
-        self.label_of: dict[Any, str] = (
-            dict(zip(m.classes, m.output_labels, strict=True))
-            if m.classes and m.output_labels
-            else {}
+        # Display names per class, for metric labels only: answers are the classes themselves.
+        classes = m.classes or []
+        self.labels: list[str] = (
+            list(m.output_labels)
+            if m.output_labels and len(m.output_labels) == len(classes)
+            else [class_key(c) for c in classes]
         )
-        self.labels: list[str] = list(m.output_labels or [])
+        self.label_of: dict[Any, str] = dict(zip(classes, self.labels, strict=True))
+        self.proba_keys: list[str] = [class_key(c) for c in classes]
         # Metric children bound once: .labels() lookups are not free on the hot path.
         self.m_inference = metrics.INFERENCE_DURATION.labels(m.name, m.version, self.runtime.name)
         self.m_rows = metrics.REQUEST_ROWS.labels(m.name)
@@ -85,6 +90,8 @@ def load_model(store: ModelStore, name: str, version: str, settings: Settings) -
     except Exception as exc:
         raise ArtifactRejected("bad_manifest", f"manifest unreadable: {exc}") from exc
     version_dir = store.version_dir(name, version)
+    # Signature over the whole manifest and every file digest, before any runtime reads it.
+    verify_version(version_dir, manifest, settings.signing_key)
     runtime = build_runtime(version_dir, manifest, settings)
     model = LoadedModel(manifest, runtime)
     smoke_test(model)

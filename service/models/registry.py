@@ -1,7 +1,9 @@
 """The models this process serves, and how a new version replaces an old one.
 
-Each worker holds one ``LoadedModel`` per name (its current version), plus a
-few pinned versions loaded on demand. ``refresh`` notices a new ``current`` in
+Each worker holds one ``LoadedModel`` per name (its current version), plus the
+other versions the version policy allows (models/policy.py: warm versions
+from settings, versions loaded through the admin API), loaded off the request path:
+a request never loads a version. ``refresh`` notices a new ``current`` in
 the store, loads it off the request path, verifies it and smoke-tests it on the
 manifest's sample input, then swaps it in with one reference assignment; a
 version that fails any step is refused, counted and logged, and the old one
@@ -13,20 +15,19 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
 from .. import metrics, model_health
+from ..canary import CanaryRouter
 from ..errors import ArtifactRejected, PredictorError, not_found
 from ..settings import Settings
 from ..store import ModelStore
 from .loading import LoadedModel, load_model
+from .policy import WarmVersions, servable
 from .watcher import ModelWatcher
 
 log = logging.getLogger("predictor.registry")
-
-PINNED_VERSIONS_KEPT = 4
 
 
 @dataclass
@@ -46,7 +47,11 @@ class ModelRegistry:
         self.store = store
         self.settings = settings
         self._current: dict[str, LoadedModel] = {}
-        self._pinned: OrderedDict[tuple[str, str], LoadedModel] = OrderedDict()
+        # Versions besides the current ones, as the policy allows: (name, version) -> model.
+        self._pinned: dict[tuple[str, str], LoadedModel] = {}
+        self._pin_refused: dict[tuple[str, str], tuple[Any, str]] = {}  # -> (stamp, reason)
+        self._admin_pins: set[tuple[str, str]] = set()
+        self._warm = WarmVersions.parse(settings.WARM_VERSIONS)
         self._refused: dict[str, tuple[str, str]] = {}  # name -> (version, reason)
         self._unloaded: set[str] = set()
         self._lock = threading.RLock()
@@ -57,14 +62,20 @@ class ModelRegistry:
             settings.redis_password,
         )
         self.publish_metrics = False  # True in serving workers (set by start_watcher)
+        self.canary = CanaryRouter(self)  # the share of unpinned requests a candidate gets
 
     # --- serving ---------------------------------------------------------
     def get(self, name: str, version: str | None = None) -> LoadedModel:
-        """The model to answer with; 404 when unknown, 503 when known but not loaded."""
+        """The model to answer with; never loads anything.
+
+        404 when the model or version is unknown or the version is outside the policy
+        (the message lists the servable versions), 503 when it may serve but does not
+        (refused, unloaded, not loaded yet).
+        """
         loaded = self._current.get(name)
         if version is None or (loaded is not None and loaded.version == version):
             if loaded is not None:
-                return loaded
+                return self.canary.pick(name, loaded) if version is None else loaded
             return self._not_loaded(name)
         return self._pinned_version(name, version)
 
@@ -124,7 +135,7 @@ class ModelRegistry:
 
     def load_all(self) -> None:
         """Load the current version of every model in the store (at start)."""
-        self.refresh()
+        self.refresh()  # current versions, then the policy's others
 
     def refresh(self) -> None:
         """Swap in any model whose ``current`` changed; called by the watcher.
@@ -138,8 +149,94 @@ class ModelRegistry:
                 self.refresh_model(name)
             except Exception:
                 log.exception("model %s: refresh failed; other models unaffected", name)
+        try:
+            self.refresh_pinned()
+        except Exception:
+            log.exception("refreshing the policy's other versions failed")
         if self.publish_metrics:
             model_health.publish(self.store, self._refused)
+        self.canary.refresh()
+
+    # --- the version policy ------------------------------------------------
+    def servable(self, name: str) -> list[str]:
+        """The versions of ``name`` that may load (service/models/policy.py)."""
+        return servable(
+            name, self.store.versions(name), self.store.current(name), self._warm,
+            self._admin_pins,
+        )  # fmt: skip
+
+    def refresh_pinned(self) -> None:
+        """Load the warm and admin-pinned versions that are missing; drop the rest.
+
+        A refused version is tried again only when its manifest changes (or an admin
+        loads it), not on every poll.
+        """
+        if not (self._warm or self._admin_pins or self._pinned):
+            return
+        wanted: set[tuple[str, str]] = set()
+        for name in self.store.names():
+            if name in self._unloaded:
+                continue
+            current = self.store.current(name)
+            wanted.update((name, v) for v in self.servable(name) if v != current)
+        with self._lock:
+            for key in set(self._pinned) - wanted:
+                del self._pinned[key]
+        for key in sorted(wanted - set(self._pinned)):
+            self._load_pinned(*key)
+
+    def pin(self, name: str, version: str) -> LoadedModel:
+        """Admin: keep ``version`` of ``name`` loaded besides the current one; raises if refused."""
+        self.store.manifest(name, version)  # 404s for an unknown model or version
+        self._admin_pins.add((name, version))
+        self._pin_refused.pop((name, version), None)  # an explicit load retries
+        if version == self.store.current(name):
+            return self.load(name)
+        model = self._load_pinned(name, version)
+        if model is None:
+            reason = self._pin_refused[(name, version)][1]
+            raise PredictorError(
+                422, "model_refused", f"model {name} version {version} refused: {reason}"
+            )
+        return model
+
+    def unpin(self, name: str, version: str) -> None:
+        self._admin_pins.discard((name, version))
+        with self._lock:
+            self._pinned.pop((name, version), None)
+
+    def admin_pins(self) -> set[tuple[str, str]]:
+        return set(self._admin_pins)
+
+    def _load_pinned(self, name: str, version: str) -> LoadedModel | None:
+        key = (name, version)
+        stamp = self._manifest_stamp(name, version)
+        refused = self._pin_refused.get(key)
+        if refused is not None and refused[0] == stamp:
+            return None
+        try:
+            model = self.load_version(name, version)
+        except Exception as exc:  # anything a broken artifact can throw
+            rejected = exc if isinstance(exc, ArtifactRejected) else None
+            reason = f"{rejected.reason}: {exc}" if rejected else f"load_error: {exc}"
+            self._pin_refused[key] = (stamp, reason)
+            metrics.MODEL_LOAD_FAILURES.labels(
+                name, version, rejected.reason if rejected else "load_error"
+            ).inc()
+            log.error("model %s version %s refused (%s); not served", name, version, reason)
+            return None
+        with self._lock:
+            self._pinned[key] = model
+            self._pin_refused.pop(key, None)
+        log.info("model %s version %s loaded besides the current one", name, version)
+        return model
+
+    def _manifest_stamp(self, name: str, version: str) -> Any:
+        try:
+            st = os.stat(self.store.version_dir(name, version) / "manifest.json")
+        except OSError:
+            return None
+        return (st.st_ino, st.st_mtime_ns, st.st_size)
 
     def refresh_model(self, name: str, force: bool = False) -> bool:
         """Load the store's current version of ``name`` if it is not serving; True if swapped."""
@@ -266,24 +363,22 @@ class ModelRegistry:
         raise PredictorError(503, "model_not_ready", f"model {name!r} is not loaded{reason}")
 
     def _pinned_version(self, name: str, version: str) -> LoadedModel:
-        key = (name, version)
-        with self._lock:
-            model = self._pinned.get(key)
-            if model is not None:
-                self._pinned.move_to_end(key)
-                return model
+        model = self._pinned.get((name, version))
+        if model is not None:
+            return model
         self.store.manifest(name, version)  # 404s for unknown model or version
-        try:
-            model = self.load_version(name, version)
-        except ArtifactRejected as exc:
-            raise PredictorError(
-                503, "model_not_ready", f"model {name} version {version} refused: {exc}"
-            ) from exc
-        with self._lock:
-            self._pinned[key] = model
-            while len(self._pinned) > PINNED_VERSIONS_KEPT:
-                self._pinned.popitem(last=False)
-        return model
+        allowed = self.servable(name)
+        if version not in allowed:
+            raise not_found(
+                "version_not_served",
+                f"model {name!r} version {version!r} is not served; servable versions: "
+                f"{', '.join(allowed) or 'none'}",
+            )
+        if version == self.store.current(name):
+            return self._not_loaded(name)  # the current version, refused or not swapped in yet
+        refused = self._pin_refused.get((name, version))
+        why = f"refused ({refused[1]})" if refused else "not loaded yet"
+        raise PredictorError(503, "model_not_ready", f"model {name} version {version} is {why}")
 
 
 def _info_labels(model: LoadedModel) -> tuple[str, str, str, str, str]:

@@ -88,23 +88,42 @@ def index() -> Response:
     return json_response(models)
 
 
-@bp.post("/v2/repository/models/<name>/load")
-def load(name: str) -> Response:
-    if _optional_json().get("parameters"):
+def _version_parameter(payload: dict[str, Any]) -> str | None:
+    """``{"parameters": {"version": "3"}}`` names a version besides the current one."""
+    parameters = payload.get("parameters") or {}
+    if not isinstance(parameters, dict) or set(parameters) - {"version"}:
         raise bad_input(
             "unsupported_parameter",
-            "load parameters (config, files) are not supported: models load from the store",
+            "the only load parameter is version (a version of the store to keep loaded); "
+            "config and files are not supported: models load from the store",
         )
+    version = parameters.get("version")
+    if version is not None and not isinstance(version, str):
+        raise bad_input("invalid_type", "parameters.version must be a string")
+    return version
+
+
+@bp.post("/v2/repository/models/<name>/load")
+def load(name: str) -> Response:
+    version = _version_parameter(_optional_json())
     st = state(current_app)
-    model = st.registry.load(name)
-    st.extra[SYNC].record(name, unloaded=False)
+    if version is not None:
+        model = st.registry.pin(name, version)
+        st.extra[SYNC].record_pin(name, version, pinned=True)
+    else:
+        model = st.registry.load(name)
+        st.extra[SYNC].record(name, unloaded=False)
     return json_response({"name": model.name, "version": model.version, "state": "READY"})
 
 
 @bp.post("/v2/repository/models/<name>/unload")
 def unload(name: str) -> Response:
-    _optional_json()
+    version = _version_parameter(_optional_json())
     st = state(current_app)
+    if version is not None:
+        st.registry.unpin(name, version)
+        st.extra[SYNC].record_pin(name, version, pinned=False)
+        return json_response({"name": name, "version": version, "state": "UNAVAILABLE"})
     st.registry.unload(name)
     st.extra[SYNC].record(name, unloaded=True)
     return json_response({"name": name, "state": "UNAVAILABLE"})

@@ -17,6 +17,7 @@ import logging
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import orjson
 
@@ -40,21 +41,30 @@ class RepositorySync:
         self.path = path
         self._seen: tuple[int, int] | None = None  # (inode, mtime_ns) of the file applied
         self._unloaded: set[str] = set()
+        self._pins: set[tuple[str, str]] = set()  # versions loaded besides the current ones
 
     def record(self, name: str, unloaded: bool) -> None:
         """After this worker loaded/unloaded ``name``: tell the others."""
+        self._update(lambda names, pins: (names | {name}) if unloaded else (names - {name}))
+
+    def record_pin(self, name: str, version: str, pinned: bool) -> None:
+        """After this worker loaded/unloaded one version of ``name``: tell the others."""
+        key = (name, version)
+        self._update(None, lambda pins: (pins | {key}) if pinned else (pins - {key}))
+
+    def _update(self, names_change: Any, pins_change: Any = None) -> None:
         if self.path is None:
             return
-        with self._locked() as current:
-            if unloaded:
-                current.add(name)
-            else:
-                current.discard(name)
+        with self._locked() as (names, pins):
+            if names_change is not None:
+                names = names_change(names, pins)
+            if pins_change is not None:
+                pins = pins_change(pins)
             tmp = self.path.with_suffix(f".{os.getpid()}.tmp")
-            tmp.write_bytes(orjson.dumps(sorted(current)))
+            tmp.write_bytes(orjson.dumps({"unloaded": sorted(names), "pinned": sorted(pins)}))
             os.replace(tmp, self.path)  # a new inode: every worker sees the change
             self._seen = self._stamp()
-            self._unloaded = set(current)
+            self._unloaded, self._pins = set(names), set(pins)
 
     def apply(self, registry: ModelRegistry) -> None:
         """Bring this worker's registry in line with the shared file (cheap when unchanged)."""
@@ -64,8 +74,8 @@ class RepositorySync:
         if stamp is None or stamp == self._seen:
             return
         try:
-            wanted = set(orjson.loads(self.path.read_bytes()))
-        except (OSError, orjson.JSONDecodeError, TypeError):
+            wanted, pins = _parse(self.path.read_bytes())
+        except (OSError, orjson.JSONDecodeError, TypeError, ValueError):
             return  # mid-replace or unreadable: try again on the next request
         self._seen = stamp
         for name in sorted(wanted - self._unloaded):
@@ -77,6 +87,15 @@ class RepositorySync:
             except PredictorError as exc:
                 log.error("model %s: load requested through the repository failed: %s", name, exc)
         self._unloaded = wanted
+        for name, version in sorted(self._pins - pins):
+            registry.unpin(name, version)
+        for name, version in sorted(pins - self._pins):
+            try:
+                registry.pin(name, version)
+            except PredictorError as exc:
+                log.error("model %s version %s: load through the repository failed: %s",
+                          name, version, exc)  # fmt: skip
+        self._pins = pins
 
     def _stamp(self) -> tuple[int, int] | None:
         try:
@@ -86,16 +105,24 @@ class RepositorySync:
         return (st.st_ino, st.st_mtime_ns)
 
     @contextlib.contextmanager
-    def _locked(self) -> Iterator[set[str]]:
+    def _locked(self) -> Iterator[tuple[set[str], set[tuple[str, str]]]]:
         assert self.path is not None
         lock_path = self.path.with_suffix(".lock")
         with open(lock_path, "a+b") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             try:
                 try:
-                    current = set(orjson.loads(self.path.read_bytes()))
-                except (OSError, orjson.JSONDecodeError, TypeError):
-                    current = set()
+                    current = _parse(self.path.read_bytes())
+                except (OSError, orjson.JSONDecodeError, TypeError, ValueError):
+                    current = (set(), set())
                 yield current
             finally:
                 fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _parse(data: bytes) -> tuple[set[str], set[tuple[str, str]]]:
+    """(unloaded names, pinned versions) from the shared file."""
+    value = orjson.loads(data)
+    if isinstance(value, list):  # the older form: unloaded names only
+        return set(value), set()
+    return set(value["unloaded"]), {(str(n), str(v)) for n, v in value["pinned"]}

@@ -14,7 +14,8 @@ bp = Blueprint("v1", __name__)
 @bp.get("/v1/models")
 def list_models() -> Response:
     st = state(current_app)
-    return json_response({"models": [st.describe_model(name) for name in st.store.names()]})
+    models = [st.describe_model(name) for name in st.store.names()]
+    return json_response({"models": models, "default_model": st.settings.DEFAULT_MODEL})
 
 
 @bp.get("/v1/models/<name>")

@@ -47,6 +47,24 @@ function formatNumber(value) {
     : value.toPrecision(4).replace(/\.?0+$/, "");
 }
 
+// A class as the service answers it (the model's own value), with its display name if any.
+function classKey(value) {
+  return typeof value === "string" ? value : JSON.stringify(value);
+}
+
+function displayName(value) {
+  const classes = (current && current.classes) || [];
+  const names = (current && current.output_labels) || [];
+  const i = classes.findIndex((c) => classKey(c) === classKey(value));
+  return i >= 0 && names[i] != null ? names[i] : classKey(value);
+}
+
+function classText(value) {
+  const key = classKey(value);
+  const name = displayName(value);
+  return name === key ? key : `${key} (${name})`;
+}
+
 // --- service and model list -------------------------------------------------
 
 async function checkService() {
@@ -77,7 +95,8 @@ async function loadModels() {
     const label = model.ready ? model.name : `${model.name} (not loaded)`;
     select.append(el("option", { value: model.name, text: label }));
   }
-  const wanted = new URLSearchParams(location.search).get("model");
+  // ?model=NAME, else the service's default model (the one /predict answers with).
+  const wanted = new URLSearchParams(location.search).get("model") || result.body.default_model;
   if (wanted && models.some((m) => m.name === wanted)) select.value = wanted;
   select.addEventListener("change", () => describe(select.value));
   await describe(select.value);
@@ -100,13 +119,17 @@ async function describe(name) {
 function renderModel(model) {
   $("model-help").textContent = model.description || "";
   $("model-task").textContent = model.task || "unknown";
-  $("model-estimator").textContent = model.estimator || "unknown";
+  $("model-estimator").textContent =
+    (model.estimator || "unknown") +
+    (model.sklearn_version
+      ? ` (trained with scikit-learn ${model.sklearn_version}, served by ${model.serving_sklearn_version})`
+      : "");
   $("model-serving").textContent = model.serving_version
     ? `version ${model.serving_version} (${model.runtime})`
     : "nothing: the model is not loaded";
   $("model-outputs").textContent =
     model.task === "classification"
-      ? `a label, one of ${(model.output_labels || []).join(", ")}, with probabilities`
+      ? `a class, one of ${(model.classes || []).map(classText).join(", ")}, with probabilities`
       : "a number";
   const body = $("versions-body");
   body.replaceChildren();
@@ -139,6 +162,11 @@ function fieldId(i) {
 }
 
 function rangeHint(f) {
+  const base = baseHint(f);
+  return f.nullable ? `${base}; may be left empty (missing)` : base;
+}
+
+function baseHint(f) {
   if (f.type === "string") {
     return f.categories ? `one of ${f.categories.join(", ")}` : "text";
   }
@@ -164,7 +192,7 @@ function renderForm(model) {
       input.append(el("option", { value: "false", text: "false" }));
     } else if (f.type === "string" && f.categories) {
       input = el("select", { id, name: f.name });
-      input.append(el("option", { value: "", text: "choose…" }));
+      input.append(el("option", { value: "", text: f.nullable ? "(missing)" : "choose…" }));
       for (const c of f.categories) input.append(el("option", { value: c, text: c }));
     } else {
       input = el("input", {
@@ -201,7 +229,7 @@ function fillSample() {
   if (!sample) return;
   current.features.forEach((f, i) => {
     const input = $(fieldId(i));
-    input.value = String(sample[i]);
+    input.value = sample[i] === null ? "" : String(sample[i]);
     checkField(f, input);
   });
 }
@@ -218,6 +246,7 @@ function setFieldError(input, message, warning = false) {
 function parseField(f, raw) {
   const text = raw.trim();
   if (text === "") {
+    if (f.nullable) return [null, null]; // left empty: sent as null, a missing value
     return [null, f.type === "string" || f.type === "bool" ? "Choose a value." : `Enter ${rangeHint(f).split(";")[0]}.`];
   }
   if (f.type === "string") return [text, null];
@@ -319,23 +348,29 @@ function renderResult(answer) {
   const box = $("result");
   box.replaceChildren();
   const value = answer.predictions[0];
+  const isClass = current && current.task === "classification";
+  const name = isClass ? displayName(value) : null;
   box.append(
     el("p", { class: "prediction-label", text: "Predicted" }),
-    el("p", { id: "prediction", class: "prediction", text: formatNumber(value) }),
-    el("p", { class: "help", text: `by ${answer.model} version ${answer.version}` }),
+    el("p", { id: "prediction", class: "prediction", text: isClass ? classKey(value) : formatNumber(value) }),
   );
+  if (name && name !== classKey(value)) {
+    box.append(el("p", { id: "prediction-name", class: "help", text: name }));
+  }
+  box.append(el("p", { class: "help", text: `by ${answer.model} version ${answer.version}` }));
   const proba = answer.probabilities && answer.probabilities[0];
   if (!proba) return;
   const list = el("ul", { id: "probabilities", class: "probabilities" });
   const sorted = Object.entries(proba).sort((a, b) => b[1] - a[1]);
-  for (const [label, p] of sorted) {
+  for (const [key, p] of sorted) {
     const bar = el("span", { class: "bar" });
     bar.style.width = `${Math.max(0.5, p * 100).toFixed(1)}%`; // CSSOM, allowed by the CSP
+    const cls = (current.classes || []).find((c) => classKey(c) === key);
     list.append(
       el(
         "li",
-        label === String(value) ? { class: "top-class" } : {},
-        el("span", { class: "proba-label", text: label }),
+        key === classKey(value) ? { class: "top-class" } : {},
+        el("span", { class: "proba-label", text: cls === undefined ? key : classText(cls) }),
         el("span", { class: "track" }, bar),
         el("span", { class: "proba-value", text: `${(p * 100).toFixed(1)}%` }),
       ),

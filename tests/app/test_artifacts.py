@@ -14,9 +14,10 @@ from service.models.registry import ModelRegistry
 from service.publish import publish_estimator
 from service.settings import Settings
 from service.store import ModelStore
+from tests.conftest import TEST_SIGNING_KEY
 from tests.helpers import IRIS_ROW, plant_pickle_bomb
 
-KEY = b"test-signing-key"
+KEY = b"another-test-signing-key-0123456789abcdef"
 
 
 @pytest.mark.parametrize(
@@ -40,7 +41,7 @@ def test_pickle_bomb_is_refused_and_never_runs(store, tmp_path, signing_key, ext
 
 
 def test_promoted_pickle_bomb_is_refused_while_old_version_serves(store_dir, tmp_path):
-    app = create_app(Settings(MODEL_STORE=store_dir))
+    app = create_app(Settings(MODEL_STORE=store_dir))  # verifies with the test key
     client = app.test_client()
     store = ModelStore(store_dir)
     marker = tmp_path / "pwned"
@@ -52,7 +53,7 @@ def test_promoted_pickle_bomb_is_refused_while_old_version_serves(store_dir, tmp
     body = client.post("/predict", json={"input": IRIS_ROW}).get_json()
     assert body["version"] == "1" and body["prediction"] == ["setosa"]
     meta = client.get("/v1/models/iris").get_json()
-    assert meta["refused"]["version"] == "2" and "unsigned_pickle" in meta["refused"]["reason"]
+    assert meta["refused"]["version"] == "2" and "unsigned" in meta["refused"]["reason"]
     assert client.get("/readyz").status_code == 200
 
 
@@ -62,7 +63,7 @@ def test_digest_mismatch_is_refused(store):
     with open(directory / manifest.artifact, "ab") as fh:
         fh.write(b"\0")
     with pytest.raises(ArtifactRejected) as err:
-        load_estimator(directory, manifest, None)
+        load_estimator(directory, manifest, TEST_SIGNING_KEY)
     assert err.value.reason == "digest_mismatch" and "does not match" in str(err.value)
 
 
@@ -80,23 +81,25 @@ def test_signed_joblib_loads_and_a_resigned_manifest_does_not(tmp_path):
     directory = store.version_dir("m", manifest.version)
     assert load_estimator(directory, Manifest.read(directory), KEY).predict([[1.0]])[0] == 1
     with pytest.raises(ArtifactRejected) as err:
-        load_estimator(directory, Manifest.read(directory), b"another-key")
+        load_estimator(directory, Manifest.read(directory), TEST_SIGNING_KEY)
     assert err.value.reason == "bad_signature"
     with pytest.raises(ArtifactRejected) as err:
         load_estimator(directory, Manifest.read(directory), None)  # no key: pickle refused
     assert err.value.reason == "unsigned_pickle"
 
 
-def test_skops_with_untrusted_type_is_refused(store):
+def test_skops_tree_type_needs_a_signed_trust(store):
+    """Tree is outside the allow-list: a signed manifest trusts it, an unsigned one cannot."""
     directory = store.version_dir("iris-rf", "1")
     manifest = Manifest.read(directory)
-    assert manifest.trusted_types, "a random forest needs its tree type trusted"
-    narrowed = manifest.model_copy(update={"trusted_types": []})
+    assert "sklearn.tree._tree.Tree" in manifest.trusted_types
+    assert load_estimator(directory, manifest, TEST_SIGNING_KEY).n_estimators == 100
     with pytest.raises(ArtifactRejected) as err:
-        load_estimator(directory, narrowed, None)
+        load_estimator(directory, manifest, None)  # unsigned reading: its list is ignored
     assert err.value.reason == "untrusted_types" and "Tree" in str(err.value)
     widened = manifest.model_copy(
         update={"trusted_types": [*manifest.trusted_types, "posix.system"]}
     )
-    with pytest.raises(ArtifactRejected, match="refusing to trust posix.system"):
-        load_estimator(directory, widened, None)
+    with pytest.raises(ArtifactRejected) as err:
+        load_estimator(directory, widened, TEST_SIGNING_KEY)
+    assert err.value.reason == "bad_signature"

@@ -22,7 +22,7 @@ from service.settings import Settings
 from service.state import state
 from service.store import ModelStore
 
-from ..conftest import IRIS_ROW
+from ..helpers import IRIS_ROW
 from ..unit.test_store_isolation import BROKEN
 
 ADMIN = "a" * 40

@@ -23,7 +23,7 @@ from service.signing import file_sha256
 from service.state import state
 from service.store import ModelStore
 
-from ..conftest import IRIS_ROW
+from ..helpers import IRIS_ROW
 
 
 def _graph(store: ModelStore) -> onnx.ModelProto:

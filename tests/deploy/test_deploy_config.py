@@ -133,11 +133,15 @@ def test_dockerfile_runtime_stage() -> None:
     assert env["HOME"], "gunicorn and friends write under $HOME"
     assert env["PROMETHEUS_MULTIPROC_DIR"].startswith("/dev/shm/"), "a tmpfs path"
     (expose,) = [args for word, args in stage if word == "EXPOSE"]
-    assert int(expose) == port_of(env["PREDICTOR_BIND"])
+    http_port, grpc_port = (int(p) for p in expose.split())
+    assert http_port == port_of(env["PREDICTOR_BIND"])
     assert env["PREDICTOR_BIND"].startswith("0.0.0.0:")
-    assert port_of(Settings.model_fields["BIND"].default) == int(expose)
+    assert port_of(Settings.model_fields["BIND"].default) == http_port
+    assert port_of(Settings.model_fields["GRPC_BIND"].default) == grpc_port
     volumes = [json.loads(args) for word, args in stage if word == "VOLUME"]
-    assert [env["PREDICTOR_MODEL_STORE"]] in volumes
+    assert any(env["PREDICTOR_MODEL_STORE"] in v for v in volumes)
+    key_dir = str(Path(env["PREDICTOR_SIGNING_KEY_FILE"]).parent)
+    assert any(key_dir in v for v in volumes), "the signing key lives in a volume"
     assert any("train-demo" in args for word, args in instructions if word == "RUN"), (
         "the demo models are the volume's default content"
     )
@@ -186,7 +190,7 @@ def test_compose_config_rejects_an_unknown_key(tmp_path: Path) -> None:
 
 def test_compose_services_and_profiles() -> None:
     services = resolved()["services"]
-    assert set(services) == {"nginx", "api", "redis", "prometheus", "grafana", "load"}
+    assert set(services) == {"secrets", "nginx", "api", "redis", "prometheus", "grafana", "load"}
     assert services["load"]["profiles"] == ["load"]
     assert "container_name" not in services["api"], "a fixed name cannot be scaled"
     assert not any(p.get("published") for p in services["api"].get("ports", [])), (
@@ -196,12 +200,30 @@ def test_compose_services_and_profiles() -> None:
     assert local["grafana"]["profiles"], "no Grafana image here: kept out by a profile"
 
 
+def test_compose_secrets_redis_auth_and_grafana_on_loopback() -> None:
+    """Redis needs its generated password; Grafana binds to loopback with a generated one."""
+    services = resolved()["services"]
+    for name in ("api", "redis", "grafana"):
+        wants = services[name]["depends_on"]["secrets"]["condition"]
+        assert wants == "service_completed_successfully", name
+    assert "requirepass" in " ".join(services["redis"]["command"])
+    assert services["api"]["environment"]["PREDICTOR_REDIS_PASSWORD_FILE"] == (
+        "/run/secrets/redis/password"
+    )
+    grafana = services["grafana"]
+    assert [p["host_ip"] for p in grafana["ports"]] == ["127.0.0.1"]
+    env = grafana["environment"]
+    assert "GF_SECURITY_ADMIN_PASSWORD" not in env
+    assert env["GF_SECURITY_ADMIN_PASSWORD__FILE"] == "/run/secrets/grafana/admin-password"
+
+
 def test_api_port_is_the_gunicorn_port_everywhere() -> None:
     api = service("api")
     port = port_of(api["environment"]["PREDICTOR_BIND"])
-    assert [int(p) for p in api["expose"]] == [port]
-    (dockerfile_expose,) = [int(a) for w, a in runtime_stage() if w == "EXPOSE"]
-    assert dockerfile_expose == port
+    grpc_port = port_of(api["environment"]["PREDICTOR_GRPC_BIND"])
+    assert [int(p) for p in api["expose"]] == [port, grpc_port]
+    (dockerfile_expose,) = [a for w, a in runtime_stage() if w == "EXPOSE"]
+    assert [int(p) for p in dockerfile_expose.split()] == [port, grpc_port]
     # nginx's upstream and Prometheus' DNS discovery name the service and that port.
     upstream = service("nginx")["environment"]["NGINX_UPSTREAM_SERVERS"]
     assert re.fullmatch(rf"server api:{port}( [\w=]+)*;", upstream), upstream
@@ -242,9 +264,12 @@ def test_healthchecks_probe_real_paths_and_gate_dependencies() -> None:
     assert path in app_routes()
     for name, svc in services.items():
         for dep, how in svc.get("depends_on", {}).items():
+            if dep == "secrets":  # one-shot: it generates the secrets and exits
+                assert how["condition"] == "service_completed_successfully", name
+                continue
             assert how["condition"] == "service_healthy", f"{name} -> {dep}"
             assert services[dep].get("healthcheck"), f"{dep} needs a healthcheck for {name}"
-        if name != "load":
+        if name not in ("load", "secrets"):
             assert svc.get("healthcheck"), name
     # podman's Docker API splits CMD arguments at spaces: keep each one space-free.
     for name, svc in services.items():
@@ -278,7 +303,8 @@ def test_api_env_names_are_settings_and_shutdown_fits() -> None:
 
 
 def test_redis_is_a_bounded_lru_cache() -> None:
-    command = service("redis")["command"]
+    # A shell line (it reads the AUTH password from the generated secret first).
+    command = " ".join(service("redis")["command"]).split()
     assert command[command.index("--maxmemory") + 1] == "256mb"
     assert command[command.index("--maxmemory-policy") + 1] == "allkeys-lru"
     limit = int(service("redis")["deploy"]["resources"]["limits"]["memory"])

@@ -171,6 +171,8 @@ def test_container_port_is_the_gunicorn_bind_port(target: str, tmp_path: Path) -
             **{k: v for k, v in os.environ.items() if not k.startswith("PREDICTOR_")},
             **env,
             "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "metrics"),
+            # The pod's mounted Secret, stood in for by a file here (the service checks it).
+            "PREDICTOR_SIGNING_KEY_FILE": str(_key_file(tmp_path)),
         },
         cwd=REPO,
         capture_output=True,
@@ -390,12 +392,22 @@ def test_network_policies_front_to_api_to_redis(target: str) -> None:
 
     api_policy = policy_for(api_labels)
     assert set(api_policy["spec"]["policyTypes"]) == {"Ingress", "Egress"}
-    (rule,) = api_policy["spec"]["ingress"]
+    rule, grpc_clients = api_policy["spec"]["ingress"]
     sources = rule["from"]
     assert all("namespaceSelector" in s and "podSelector" in s for s in sources)
     names = {s["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"] for s in sources}
     assert names == {"ingress-nginx", "monitoring"}, "only the front and Prometheus reach the api"
-    assert [p["port"] for p in rule["ports"]] == ["http"]
+    assert [p["port"] for p in rule["ports"]] == ["http", "grpc"]
+    # gRPC clients in the namespace opt in by label, and reach the gRPC port only.
+    (source,) = grpc_clients["from"]
+    assert source == {"podSelector": {"matchLabels": {"predictor.io/grpc-client": "true"}}}
+    assert [p["port"] for p in grpc_clients["ports"]] == ["grpc"]
+    container = api(docs)["spec"]["template"]["spec"]["containers"][0]
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    grpc_bind = next(e["value"] for e in container["env"] if e["name"] == "PREDICTOR_GRPC_BIND")
+    assert grpc_bind == f"0.0.0.0:{ports['grpc']}"
+    service_ports = {p["name"]: p for p in one(docs, "Service", "predictor-api")["spec"]["ports"]}
+    assert service_ports["grpc"]["targetPort"] == "grpc"
     assert any(
         matches(to["podSelector"]["matchLabels"], redis_labels)
         for e in api_policy["spec"]["egress"]
@@ -492,3 +504,9 @@ def test_a_new_model_version_changes_the_pod_template(overlay: str, tmp_path: Pa
     init = {c["name"]: c for c in new["spec"]["initContainers"]}["select-models"]
     assert any(m["name"] == "served-models" for m in init["volumeMounts"])
     assert init["image"] == container(api(after), "api")["image"]
+
+
+def _key_file(tmp_path: Path) -> Path:
+    path = tmp_path / "signing.key"
+    path.write_text("k" * 64 + "\n")
+    return path

@@ -191,13 +191,14 @@ def kubernetes_pods(pods: Path, api_port: int) -> None:
     pods.write_text(json.dumps(groups))
 
 
-def ask_refused_version(http: requests.Session, url: str, times: int) -> None:
-    """Pin iris version 3, damaged: the service answers 503 (model not ready)."""
+def ask_refused_version(http: requests.Session, url: str, times: int, status: int = 503) -> None:
+    """Pin iris version 3, damaged: 404 while the version policy does not serve it (not
+    promoted), 503 (model not ready) once it is the current version and refused."""
     for _ in range(times):
         response = http.post(
             url + "/v1/models/iris/versions/3:predict", json={"instances": [IRIS_ROWS[0]]}
         )
-        assert response.status_code == 503, response.text
+        assert response.status_code == status, response.text
 
 
 def drive_traffic(http: requests.Session, url: str) -> None:
@@ -264,13 +265,23 @@ def live(demo_store_template: Path, tmp_path_factory: pytest.TempPathFactory) ->
         live.wait_scraped()
         for instance in (a, b):
             drive_traffic(http, instance.url)
-        ask_refused_version(http, a.url, 5)  # iris 3 is not even promoted yet: 503
+        ask_refused_version(http, a.url, 5, 404)  # iris 3 is not promoted yet: not served
         live.wait_scraped()
         # The promotion: a's store now says version 2.
         run_cli("promote", "--store", str(stores["a"]), "iris", "2")
         run_cli("promote", "--store", str(stores["a"]), "diabetes", "2")
         wait_until(lambda: serves(http, a.url, "iris", "2"), 15, "a serves iris version 2")
         wait_until(lambda: serves(http, a.url, "diabetes", "2"), 15, "a serves diabetes 2")
+        # A canary: half of a's unpinned diabetes requests go back to version 1.
+        run_cli("canary", "--store", str(stores["a"]), "diabetes", "1", "--percent", "50")
+        wait_until(
+            lambda: http.get(a.url + "/metrics").text.count('predictor_canary_percent{') >= 2,
+            15,
+            "both of a's workers run the diabetes canary",
+        )
+        for _ in range(20):  # both sides' series are born; the next phase adds to them
+            serves(http, a.url, "diabetes", "2")
+        live.wait_scraped()
         # A damaged version: refused, version 2 keeps serving.
         run_cli("promote", "--store", str(stores["a"]), "iris", "3")
         wait_until(

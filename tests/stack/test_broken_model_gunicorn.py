@@ -17,7 +17,7 @@ from service.store import ModelStore
 from tools.stack import Gunicorn
 
 from ..app.test_model_isolation import copy_version
-from ..conftest import IRIS_ROW
+from ..helpers import IRIS_ROW
 
 
 def _predict(base: str, model: str) -> requests.Response:

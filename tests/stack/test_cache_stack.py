@@ -98,8 +98,14 @@ def test_redis_killed_mid_traffic_then_restarted(stack):
     down = list(latencies[50:])
     errors = total(scrape(gunicorn.url), "predictor_cache_errors_total", backend="redis")
     assert errors > 0
+    # Within this run: requests with Redis dead cost about what they cost with it up (the
+    # breaker skips it), whatever the machine's speed; 2 s only catches a hang.
+    up_median, down_median = statistics.median(latencies[:50]), statistics.median(down)
     p99 = statistics.quantiles(down, n=100)[98]
-    assert p99 < 0.25, f"p99 with Redis down was {p99 * 1000:.0f} ms"
+    print(f"Redis up: median {up_median * 1000:.1f} ms; down: median "
+          f"{down_median * 1000:.1f} ms, p99 {p99 * 1000:.1f} ms")  # fmt: skip
+    assert down_median <= 2 * up_median + 0.005, (up_median, down_median)
+    assert p99 < 2.0, f"p99 with Redis down was {p99 * 1000:.0f} ms"
 
     redis.start()  # same port, empty
     deadline = time.monotonic() + 10

@@ -23,7 +23,7 @@ import requests
 
 from tools.stack import Gunicorn, Nginx
 
-from ..conftest import IRIS_ROW
+from ..helpers import IRIS_ROW
 
 PATHS = ["/predict", "/v1/models/iris:predict", "/v2/models/iris/infer", "/no/such/route"]
 FORGED = "FORGED-LINE level=ERROR admin logged in"

@@ -9,8 +9,11 @@ import time
 import pytest
 import requests
 
+from service.signing import sign
 from service.store import ModelStore
+from tests.conftest import TEST_SIGNING_KEY
 from tests.helpers import IRIS_ROW, metrics_text, parse_samples, plant_pickle_bomb, total
+from tools.attacks import tamper
 from tools.stack import Gunicorn
 
 
@@ -78,16 +81,16 @@ def test_promotion_swaps_every_worker_and_a_pickle_bomb_is_refused(server, store
     assert versions == {"1"} and not marker.exists()
     metrics = requests.get(f"{server.url}/metrics", timeout=5).text
     assert (
-        'predictor_model_load_failures_total{model="iris",reason="unsigned_pickle",version="2"}'
-        in metrics
+        'predictor_model_load_failures_total{model="iris",reason="unsigned",version="2"}' in metrics
     )
 
-    # A good version 3 (a copy of 1) is picked up by every worker within the poll bound.
+    # A good version 3 (a copy of 1, signed as 3) is picked up by every worker in time.
     shutil.copytree(store.version_dir("iris", "1"), store.version_dir("iris", "3"))
-    manifest = store.version_dir("iris", "3") / "manifest.json"
-    manifest.write_text(manifest.read_text().replace('"version": "1"', '"version": "3"'))
+    manifest = tamper(store.version_dir("iris", "3"), version="3")
+    manifest.signature = sign(TEST_SIGNING_KEY, manifest.signed_fields())
+    manifest.write(store.version_dir("iris", "3"))
     store.promote("iris", "3")
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 60  # the poll is 1 s; 60 s only stops a hang
     seen: set[str] = set()
     while time.monotonic() < deadline:
         seen = {_post(f"{server.url}/predict", {"input": IRIS_ROW}).json()["version"]

@@ -17,7 +17,7 @@ import requests
 
 from tools.stack import Gunicorn, RedisServer
 
-from ..conftest import IRIS_ROW
+from ..helpers import IRIS_ROW
 
 ROWS = [IRIS_ROW, [6.7, 3.0, 5.2, 2.3], [5.9, 3.0, 4.2, 1.5], [6.3, 2.5, 5.0, 1.9]]
 POISON = [

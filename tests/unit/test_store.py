@@ -34,7 +34,7 @@ def test_demo_manifest_records_what_the_contract_names(store: ModelStore):
     assert manifest["sha256"] == file_sha256(store.version_dir("iris", "1") / "model.skops")
     assert manifest["features"][0] == {
         "name": "sepal length (cm)", "type": "float", "minimum": 4.3, "maximum": 7.9,
-        "categories": None,
+        "categories": None, "nullable": False, "missing_rate": None,
     }  # fmt: skip
     assert store.current("iris") == "1"
 
