@@ -48,6 +48,11 @@ def script() -> Response:
     return _serve("app.js", "text/javascript")
 
 
+@bp.get("/web/explain.js")
+def explain_script() -> Response:
+    return _serve("explain.js", "text/javascript")
+
+
 @bp.get("/web/style.css")
 def style() -> Response:
     return _serve("style.css", "text/css")
