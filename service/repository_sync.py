@@ -20,8 +20,8 @@ from pathlib import Path
 
 import orjson
 
-from ..errors import PredictorError
-from ..registry import ModelRegistry
+from .errors import PredictorError
+from .registry import ModelRegistry
 
 log = logging.getLogger("predictor.repository")
 
