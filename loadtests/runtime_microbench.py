@@ -3,7 +3,7 @@
     .venv/bin/python loadtests/runtime_microbench.py [--seconds 0.3] [--repeats 5]
 
 Iris LogisticRegression and a 100-tree RandomForest, compiled and verified by
-service.compiled, then called in a loop with one row (the cache-miss request)
+service/runtimes/onnx/compile.py, then called in a loop with one row (the cache-miss request)
 and with a 100-row batch. No HTTP, no validation, no cache: this is the floor
 under what a request can cost. One process, one thread (onnxruntime
 intra_op_num_threads=1, as served). Each figure is the median of --repeats
@@ -30,8 +30,8 @@ from sklearn.datasets import load_iris  # noqa: E402
 from sklearn.ensemble import RandomForestClassifier  # noqa: E402
 from sklearn.linear_model import LogisticRegression  # noqa: E402
 
-from service.compiled import compile_estimator  # noqa: E402
-from service.onnx_runtime import OnnxRuntime  # noqa: E402
+from service.runtimes.onnx import OnnxRuntime  # noqa: E402
+from service.runtimes.onnx.compile import compile_estimator  # noqa: E402
 
 CLOCK = time.process_time
 

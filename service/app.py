@@ -11,7 +11,7 @@ from .auth import AccessPolicy, ApiKeys, check_declared
 from .cache import cache_from_settings
 from .core import PredictionCore
 from .dataplane import DataPlane
-from .registry import ModelRegistry
+from .models.registry import ModelRegistry
 from .repository_sync import RepositorySync, shared_state_path
 from .settings import Settings
 from .state import EXTENSION

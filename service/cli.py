@@ -12,8 +12,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from . import runtimes
 from .errors import ArtifactRejected, PredictorError
-from .manifest import FeatureType
+from .manifest import CompiledRecord, FeatureType
 from .settings import Settings
 from .store import ModelStore
 
@@ -76,8 +77,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--description", default="")
     p.add_argument("--promote", action="store_true", help="make it the current version")
+    compiled = ", ".join(r.name for r in runtimes.compiled_runtimes()) or "none registered"
     p.add_argument(
-        "--no-compile", action="store_true", help="skip the ONNX graph (serve with scikit-learn)"
+        "--no-compile",
+        action="store_true",
+        help=f"skip compiling for the compiled runtimes ({compiled}); serve with the estimator",
     )
 
     p = command("models", _models, "list models, versions, current version and metrics")
@@ -124,15 +128,15 @@ def _train_demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def _compiled_text(record: dict[str, Any] | None) -> str:
+def _compiled_text(record: CompiledRecord | None) -> str:
     if not record:
         return "not compiled: serves with scikit-learn"
-    if record.get("ok"):
+    if record.ok:
         return (
-            f"compiled to ONNX, verified on {record['rows_checked']:,} rows: "
-            f"{record['mismatches']} mismatches, max diff {record['max_abs_diff']:.2g}"
+            f"compiled for runtime {record.runtime}, verified on {record.rows_checked:,} rows: "
+            f"{record.mismatches} mismatches, max diff {record.max_abs_diff or 0.0:.2g}"
         )
-    return f"serves with scikit-learn: {record.get('reason')}"
+    return f"serves with scikit-learn: {record.reason}"
 
 
 def _publish(args: argparse.Namespace) -> int:

@@ -17,7 +17,7 @@ import orjson
 
 from .cache import PredictionCache, TieredCache
 from .errors import PredictorError
-from .registry import LoadedModel
+from .models.loading import LoadedModel
 
 
 @dataclass(slots=True)

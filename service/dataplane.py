@@ -22,7 +22,8 @@ from . import __version__, metrics
 from .core import Prediction, PredictionCore
 from .errors import PredictorError, not_found
 from .manifest import Manifest
-from .registry import LoadedModel, ModelRegistry, ModelStatus
+from .models.loading import LoadedModel
+from .models.registry import ModelRegistry, ModelStatus
 from .repository_sync import RepositorySync
 from .settings import Settings
 from .statistics import ModelStatistics, collect_statistics
@@ -181,7 +182,7 @@ class DataPlane:
                     "estimator": m.estimator,
                     "metrics": m.metrics,
                     "sklearn_version": m.sklearn_version,
-                    "compiled": m.compiled,
+                    "compiled": m.compiled.model_dump(exclude_unset=True) if m.compiled else None,
                 }
                 for m in manifests
             ],

@@ -27,10 +27,38 @@ class Feature(BaseModel):
     categories: list[str] | None = Field(None, description="Values seen for a string feature.")
 
 
+class CompiledRecord(BaseModel):
+    """How compiling the estimator for a compiled runtime went (``Manifest.compiled``).
+
+    Written at publish by the compiled runtime (service/runtimes/), read back at
+    load to decide whether its artifact may serve. Every field has a default and
+    unknown keys are kept, so manifests written before or after this model load.
+    """
+
+    model_config = ConfigDict(extra="allow")
+
+    ok: bool = Field(False, description="Verified equal to the estimator: it may serve.")
+    runtime: str = Field("sklearn", description="The runtime it serves with after publish.")
+    rows_checked: int = 0
+    mismatches: int = Field(0, description="Rows whose class or values differ.")
+    max_abs_diff: float | None = Field(None, description="Largest difference (null: NaN/inf).")
+    tolerance: float | None = None
+    input_dtype: str | None = Field(None, description="float32 | float64 | mixed.")
+    converter: str | None = Field(None, description='e.g. "skl2onnx 1.20.0".')
+    runtime_version: str | None = Field(None, description='e.g. "onnxruntime 1.31.1".')
+    reason: str | None = Field(None, description="Why it cannot serve compiled.")
+    rows_by_source: dict[str, int] = Field(default_factory=dict)
+    seed: int | None = None
+    unknown_categories: str | None = None
+    artifact: str | None = Field(None, description="File of the compiled artifact, when ok.")
+    sha256: str | None = Field(None, description="Digest of that file (signed).")
+
+
 class Manifest(BaseModel):
     """Everything the service needs to verify, load, validate for and describe a version."""
 
-    model_config = ConfigDict(extra="allow")
+    # validate_assignment: a record assigned as a plain dict still becomes a CompiledRecord.
+    model_config = ConfigDict(extra="allow", validate_assignment=True)
 
     name: str
     version: str
@@ -49,8 +77,8 @@ class Manifest(BaseModel):
     sample_input: list[list[Any]] = Field(description="Rows a smoke test predicts before serving.")
     created: datetime = Field(default_factory=lambda: datetime.now(UTC))
     description: str = ""
-    compiled: dict[str, Any] | None = Field(
-        None, description="Outcome of compiling to ONNX and verifying it (see compiled.py)."
+    compiled: CompiledRecord | None = Field(
+        None, description="Outcome of compiling for a compiled runtime and verifying it."
     )
 
     @property
@@ -60,7 +88,7 @@ class Manifest(BaseModel):
     def signed_fields(self) -> bytes:
         """The bytes a publisher signs: identity, digest and what the loader will trust."""
         parts = [self.name, self.version, self.format, self.sha256, ",".join(self.trusted_types)]
-        compiled = (self.compiled or {}).get("sha256")
+        compiled = self.compiled.sha256 if self.compiled else None
         if compiled:
             parts.append(compiled)
         return "\n".join(parts).encode()

@@ -19,11 +19,9 @@ import sklearn
 from sklearn.base import is_classifier
 
 from .artifacts import load_estimator
-from .manifest import ArtifactFormat, Feature, Manifest
+from .manifest import ArtifactFormat, CompiledRecord, Feature, Manifest
 from .signing import file_sha256, sign
 from .store import ModelStore, check_name
-
-COMPILED_ARTIFACT = "model.onnx"
 
 
 class PublishError(Exception):
@@ -166,18 +164,18 @@ def _compile(
     sample: list[list[Any]],
     held_out: Any,
     directory: Path,
-) -> dict[str, Any]:
-    """Convert to ONNX and verify it against the estimator; the record says how it went."""
-    from .compiled import compile_estimator
+) -> CompiledRecord | None:
+    """Compile for each compiled runtime until one verifies; the record says how it went."""
+    from .runtimes import compiled_runtimes
 
-    graph, verification = compile_estimator(
-        estimator, features, task=task, sample_rows=sample, held_out=held_out
-    )
-    record = verification.to_dict()
-    if graph is not None:
-        path = directory / COMPILED_ARTIFACT
-        path.write_bytes(graph)
-        record.update(artifact=path.name, sha256=file_sha256(path))
+    record = None
+    for runtime in compiled_runtimes():
+        record = runtime.compile(
+            estimator, features, task=task, sample_rows=sample, held_out=held_out,
+            directory=directory,
+        )  # fmt: skip
+        if record.ok:
+            break
     return record
 
 
@@ -197,7 +195,7 @@ def _dump(estimator: Any, directory: Path, fmt: ArtifactFormat) -> tuple[Path, l
 
 
 def _smoke(estimator: Any, features: list[Feature], rows: list[list[Any]]) -> None:
-    from .runtime import to_estimator_input
+    from .runtimes.sklearn import to_estimator_input
 
     try:
         estimator.predict(to_estimator_input(estimator, features, rows))

@@ -21,7 +21,7 @@ from pathlib import Path
 import orjson
 
 from .errors import PredictorError
-from .registry import ModelRegistry
+from .models.registry import ModelRegistry
 
 log = logging.getLogger("predictor.repository")
 

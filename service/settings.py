@@ -10,10 +10,11 @@ from __future__ import annotations
 import os
 from functools import cached_property
 from pathlib import Path
-from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from . import runtimes
 
 
 class Settings(BaseSettings):
@@ -75,27 +76,37 @@ class Settings(BaseSettings):
     POLL_INTERVAL_SECONDS: float = Field(
         1.0, gt=0, description="How often each worker checks the store for a new current version."
     )
-    RUNTIME: Literal["auto", "sklearn", "onnx"] = Field(
-        "auto", description="Runtime for every model: auto prefers a verified compiled graph."
+    # Choices come from the runtime registry (service/runtimes/), checked when read.
+    RUNTIME: str = Field(
+        runtimes.AUTO,
+        description="Runtime for every model: auto prefers a verified compiled graph; "
+        f"or one of {', '.join(runtimes.names())}.",
     )
     RUNTIME_OVERRIDES: str = Field(
         "", description="Per-model runtime, e.g. iris=sklearn,iris-rf=onnx (beats RUNTIME)."
     )
+
+    @field_validator("RUNTIME")
+    @classmethod
+    def _check_runtime(cls, value: str) -> str:
+        if value not in runtimes.choices():
+            raise ValueError(f"unknown runtime {value!r}: expected {'|'.join(runtimes.choices())}")
+        return value
 
     @field_validator("RUNTIME_OVERRIDES")
     @classmethod
     def _check_overrides(cls, value: str) -> str:
         for item in filter(None, (i.strip() for i in value.split(","))):
             name, _, runtime = item.partition("=")
-            if not name or runtime not in ("auto", "sklearn", "onnx"):
-                raise ValueError(f"{item!r}: expected model=auto|sklearn|onnx")
+            if not name or runtime not in runtimes.choices():
+                raise ValueError(f"{item!r}: expected model={'|'.join(runtimes.choices())}")
         return value
 
     def runtime_for(self, model: str) -> str:
         """The runtime setting that applies to ``model``."""
         for item in self.RUNTIME_OVERRIDES.split(","):
             name, _, runtime = item.strip().partition("=")
-            if name == model and runtime in ("auto", "sklearn", "onnx"):
+            if name == model and runtime in runtimes.choices():
                 return runtime
         return self.RUNTIME
 

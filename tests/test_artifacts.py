@@ -13,8 +13,8 @@ from service.app import create_app
 from service.artifacts import load_estimator
 from service.errors import ArtifactRejected
 from service.manifest import Manifest
+from service.models.registry import ModelRegistry
 from service.publish import publish_estimator
-from service.registry import ModelRegistry
 from service.settings import Settings
 from service.signing import file_sha256
 from service.store import ModelStore

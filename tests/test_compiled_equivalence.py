@@ -31,16 +31,17 @@ from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 from threadpoolctl import threadpool_limits
 
-from service import compiled
-from service.compiled import (
+from service.runtimes.onnx import OnnxRuntime
+from service.runtimes.onnx import compile as compiled
+from service.runtimes.onnx.compile import compile_estimator
+from service.runtimes.onnx.verify import (
     TOLERANCE,
     as_rows,
-    compile_estimator,
+    check_rows,
     random_rows,
     sklearn_outputs,
     verify_graph,
 )
-from service.onnx_runtime import OnnxRuntime
 
 FRESH_SEED = 20_261_122  # not the verification seed: rows the graph was never checked on
 
@@ -404,7 +405,7 @@ def test_doctored_graph_is_refused_at_load_and_at_publish(monkeypatch, make, doc
     est = make().fit(X, y)
     onnx_bytes, verification = _compile(est, X, features, ranges, "classification")
     assert verification.ok
-    rows, _ = compiled.check_rows(est, features, X[:3].tolist(), X, ranges, 100_000, seed=1)
+    rows, _ = check_rows(est, features, X[:3].tolist(), X, ranges, 100_000, seed=1)
     doctored = doctor(onnx_bytes)
 
     # At load: the stored graph is checked again against the estimator.

@@ -90,7 +90,7 @@ def test_unverifiable_model_falls_back_and_forced_onnx_refuses_it(store_dir):
                                  promote=True)  # fmt: skip
     client = app_with(store_dir).test_client()
     # k-NN graphs break distance ties differently: verification finds mismatches.
-    assert manifest.compiled["ok"] is False and manifest.compiled["mismatches"] > 0
+    assert manifest.compiled.ok is False and manifest.compiled.mismatches > 0
     runtime, reason = runtime_of(client, "iris")
     assert runtime == "sklearn" and "failed verification" in reason
     forced = app_with(store_dir, RUNTIME="onnx").test_client().get("/v1/models/iris")

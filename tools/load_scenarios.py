@@ -338,8 +338,8 @@ def build_store(root: Path, key: str = SIGNING_KEY) -> Path:
     for artifact in artifacts(directory):
         artifact.write_bytes(artifact.read_bytes()[:200])
     manifest.sha256 = file_sha256(directory / manifest.artifact)
-    if manifest.compiled and manifest.compiled.get("artifact"):
-        manifest.compiled["sha256"] = file_sha256(directory / manifest.compiled["artifact"])
+    if manifest.compiled and manifest.compiled.artifact:
+        manifest.compiled.sha256 = file_sha256(directory / manifest.compiled.artifact)
     manifest.signature = sign(key.encode(), manifest.signed_fields())
     manifest.write(directory)
     return root

@@ -23,7 +23,7 @@ from ..dataplane import DataPlane, ModelReadiness
 from ..errors import bad_input
 from ..http import json_response, prediction_headers, read_body
 from ..manifest import Manifest
-from ..registry import LoadedModel
+from ..models.loading import LoadedModel
 from ..state import plane
 from ..statistics import Duration, ModelStatistics
 from . import schemas
@@ -327,7 +327,7 @@ def _infer(name: str, version: str | None) -> Response:
 def _outputs_wanted(
     model: LoadedModel, requested: list[RequestedOutput]
 ) -> dict[str, RequestedOutput]:
-    has_proba = model.is_classifier and getattr(model.runtime, "has_proba", True)
+    has_proba = model.is_classifier and model.runtime.has_proba
     available = [PREDICT, PREDICT_PROBA] if has_proba else [PREDICT]
     if not requested:
         return {PREDICT: RequestedOutput(PREDICT, None)}

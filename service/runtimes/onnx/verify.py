@@ -1,28 +1,16 @@
-"""Compile a fitted estimator to ONNX, and prove the graph answers as scikit-learn does.
+"""Prove a compiled graph answers as scikit-learn does, on rows drawn for it.
 
-``compile_estimator`` converts with skl2onnx and checks the graph, run by the
-same ``OnnxRuntime`` that will serve it, against the estimator's own
-``predict`` / ``predict_proba`` on the manifest's sample rows, any held-out
-rows, and (by default) 100,000 random rows drawn from the training ranges.
-Only a graph with 0 differing classes and every probability / regression
-value within ``TOLERANCE`` may serve; anything else comes back as
-``(None, Verification(ok=False, reason=...))`` and the model serves with
-scikit-learn. See docs/compiled.md.
-
-Precision is chosen so that the graph computes what scikit-learn computes:
-
-* inputs are float64 (the validated array as it is);
-* tree ensembles (service/onnx_trees.py) round to float32 inside the graph
-  exactly where scikit-learn does, and sum in double in scikit-learn's order;
-* linear models, scalers and encoders run in double, as scikit-learn does.
-
-If the float64 graph does not verify, a float32-input graph is tried (some
-skl2onnx converters only work in float32); it must pass the same check.
+``verify_graph`` runs the graph through the same ``OnnxRuntime`` that will
+serve it and compares it with the estimator's own ``predict`` /
+``predict_proba`` on the rows ``check_rows`` gathers: the manifest's sample
+rows, any held-out rows, and (by default) 100,000 random rows drawn from the
+training ranges. Only 0 differing classes and every probability / regression
+value within ``TOLERANCE`` passes; compile.py converts and keeps only a graph
+that passes. See docs/compiled.md.
 """
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -33,7 +21,6 @@ TOLERANCE = 1e-5
 """A value passes when ``|onnx - sklearn| <= TOLERANCE * max(1, |sklearn|)``:
 absolute for probabilities and values up to 1, relative above."""
 
-TARGET_OPSET = {"": 21, "ai.onnx.ml": 3}  # onnx_trees moves its nodes to ai.onnx.ml 5
 UNSEEN_CATEGORY = "\x00unseen-category"  # a string no encoder has seen
 UNSEEN_ROWS = 200
 
@@ -273,7 +260,7 @@ def sklearn_outputs(
     """What the scikit-learn runtime answers for validated rows ``X``."""
     import warnings
 
-    from .runtime import to_estimator_input
+    from ..sklearn import to_estimator_input
 
     data = to_estimator_input(estimator, _features(features), X)
     with warnings.catch_warnings():
@@ -289,177 +276,6 @@ def _plain(value: Any) -> Any:
     return value.item() if isinstance(value, np.generic) else value
 
 
-# --- conversion ---------------------------------------------------------------
-
-
-def _classifiers_to_unzip(estimator: Any) -> dict[int, dict]:
-    """zipmap=False for the classifier whose output the graph returns."""
-    from sklearn.base import is_classifier
-
-    options: dict[int, dict] = {}
-    obj = estimator
-    while obj is not None:
-        if is_classifier(obj):
-            options[id(obj)] = {"zipmap": False}
-        steps = getattr(obj, "steps", None)
-        obj = steps[-1][1] if steps else None
-    return options
-
-
-def convert(estimator: Any, features: list[Any], task: str, layout: str, dtype: str) -> bytes:
-    """The estimator as ONNX bytes; raises whatever skl2onnx raises.
-
-    layout "matrix": one input "X" [N, F] of ``dtype`` (float64 or float32);
-    layout "columns": one [N, 1] input per feature, double or string.
-    """
-    from skl2onnx import convert_sklearn
-    from skl2onnx.common.data_types import DoubleTensorType, FloatTensorType, StringTensorType
-
-    from . import onnx_trees
-
-    onnx_trees.register()
-    feats = _features(features)
-    if layout == "columns":
-        initial_types = [
-            (
-                f.name,
-                StringTensorType([None, 1]) if f.type == "string" else DoubleTensorType([None, 1]),
-            )
-            for f in feats
-        ]
-        columns = [[j] for j in range(len(feats))]
-    else:
-        tensor = DoubleTensorType if dtype == "float64" else FloatTensorType
-        initial_types = [("X", tensor([None, len(feats)]))]
-        columns = [list(range(len(feats)))]
-    model = convert_sklearn(
-        estimator,
-        initial_types=initial_types,
-        options=_classifiers_to_unzip(estimator) or None,
-        target_opset=TARGET_OPSET,
-    )
-    onnx_trees.finalize(model)
-    if len(model.graph.input) != len(columns):
-        raise ValueError(f"graph has {len(model.graph.input)} inputs for {len(columns)} expected")
-    has_proba = task == "classification" and hasattr(estimator, "predict_proba")
-    meta = {
-        "predictor.columns": json.dumps(columns),
-        "predictor.input_dtype": _input_dtype(feats, dtype),
-        "predictor.has_proba": "true" if has_proba else "false",
-        "predictor.task": task,
-    }
-    for key, value in meta.items():
-        entry = model.metadata_props.add()
-        entry.key, entry.value = key, value
-    return model.SerializeToString()
-
-
-def _input_dtype(features: list[_Feature], dtype: str) -> str:
-    return "mixed" if _has_strings(features) else dtype
-
-
-def _candidates(estimator: Any, features: list[_Feature]) -> list[tuple[str, str]]:
-    if _has_strings(features):
-        return [("columns", "float64")]
-    out = [("matrix", "float64"), ("matrix", "float32")]
-    if getattr(estimator, "feature_names_in_", None) is not None:
-        # A ColumnTransformer that selects columns by name needs one input per column.
-        out.insert(1, ("columns", "float64"))
-    return out
-
-
-def compile_estimator(
-    estimator: Any,
-    features: list[Any],
-    *,
-    task: str,
-    sample_rows: list[list],
-    held_out: Any = None,
-    feature_ranges: list | None = None,
-    random_rows: int = 100_000,
-    seed: int = 0,
-) -> tuple[bytes | None, Verification]:
-    """Convert ``estimator`` to ONNX and verify it; ``(bytes, ok)`` or ``(None, why)``.
-
-    ``features``: manifest features (dicts or ``Feature``), in schema order.
-    ``task``: "classification" or "regression". ``sample_rows``: the manifest's
-    sample input. ``held_out``: more rows (array or DataFrame, schema order).
-    ``feature_ranges``: per feature, (min, max) for numbers or the categories
-    for strings; defaults to the features' minimum / maximum / categories, then
-    the fitted encoders' categories, then the sample and held-out rows.
-    Never raises for a model that cannot compile: the reason is in the result.
-    """
-    feats = _features(features)
-    first_dtype = _input_dtype(feats, "float64")
-    try:
-        rows, by_source = check_rows(
-            estimator, feats, sample_rows, held_out, feature_ranges, random_rows, seed
-        )
-    except (ValueError, TypeError) as exc:
-        return None, _refused(f"cannot build verification rows: {exc}", first_dtype, seed=seed)
-
-    failures: dict[str, list[str]] = {}  # reason -> the candidate graphs that gave it
-    last: Verification | None = None
-    for layout, dtype in _candidates(estimator, feats):
-        label = f"{_input_dtype(feats, dtype)} inputs" + (
-            " per column" if layout == "columns" and not _has_strings(feats) else ""
-        )
-        try:
-            onnx_bytes = convert(estimator, feats, task, layout, dtype)
-        except Exception as exc:  # skl2onnx raises many types for "cannot convert"
-            message = f"conversion failed: {type(exc).__name__}: {_first_line(exc)}"
-            failures.setdefault(message, []).append(label)
-            continue
-        verification = verify_graph(onnx_bytes, estimator, feats, task, rows)
-        verification.rows_by_source = dict(by_source)
-        verification.seed = seed
-        if verification.ok and _has_strings(feats):
-            verification = _check_unseen(onnx_bytes, estimator, feats, task, rows, verification)
-        if verification.ok:
-            return onnx_bytes, verification
-        last = verification
-        failures.setdefault(str(verification.reason), []).append(label)
-    reason = "; ".join(f"{', '.join(labels)}: {why}" for why, labels in failures.items())
-    if last is None:
-        return None, _refused(reason, first_dtype, rows_by_source=by_source, seed=seed)
-    last.reason = reason
-    return None, last
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    line = text[0] if text else ""
-    return line if len(line) <= 300 else line[:297] + "..."
-
-
-def _check_unseen(
-    onnx_bytes: bytes,
-    estimator: Any,
-    features: list[_Feature],
-    task: str,
-    rows: np.ndarray,
-    verification: Verification,
-) -> Verification:
-    """Compare both runtimes on string values no encoder has seen."""
-    unseen = _unseen_rows(features, rows)
-    try:
-        sklearn_outputs(estimator, features, task, unseen[:1])
-    except Exception:
-        # scikit-learn refuses them (handle_unknown="error"); the graph would not.
-        verification.unknown_categories = "error"
-        return verification
-    extra = verify_graph(onnx_bytes, estimator, features, task, unseen)
-    verification.unknown_categories = "ignored"
-    verification.rows_checked += extra.rows_checked
-    verification.rows_by_source["unseen_category"] = extra.rows_checked
-    verification.mismatches += extra.mismatches
-    verification.max_abs_diff = max(verification.max_abs_diff, extra.max_abs_diff)
-    if not extra.ok:
-        verification.ok, verification.runtime = False, "sklearn"
-        verification.reason = f"on unseen categories: {extra.reason}"
-    return verification
-
-
 # --- verification -------------------------------------------------------------
 
 
@@ -471,7 +287,7 @@ def verify_graph(
     ``rows``: validated rows (array from ``as_rows`` / ``check_rows``, or lists).
     ``ok`` only with 0 differing classes and every value within ``TOLERANCE``.
     """
-    from .onnx_runtime import OnnxRuntime
+    from .runtime import OnnxRuntime
 
     feats = _features(features)
     X = rows if isinstance(rows, np.ndarray) else as_rows(rows, feats)
@@ -570,3 +386,9 @@ def _graph_input_dtype(onnx_bytes: bytes, features: list[_Feature]) -> str:
         return "mixed"
     elem = model.graph.input[0].type.tensor_type.elem_type
     return "float32" if elem == onnx.TensorProto.FLOAT else "float64"
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    line = text[0] if text else ""
+    return line if len(line) <= 300 else line[:297] + "..."

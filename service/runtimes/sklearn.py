@@ -1,27 +1,24 @@
-"""Model runtimes: one interface, whatever executes the model.
+"""The scikit-learn runtime: calls the fitted estimator or Pipeline itself.
 
-The prediction core hands a runtime the validated 2-D array and gets back raw
-predictions (and class probabilities on request). ``SklearnRuntime`` calls the
-estimator; the compiled ONNX runtime (onnx_runtime.py) implements the same
-``run``.
+It serves every published version (the estimator artifact is always there),
+so ``auto`` falls back to it when no compiled graph may serve. Loading it
+deserialises the estimator: skops with the manifest's allow-list, or a pickle
+only when signed (service/artifacts.py).
 """
 
 from __future__ import annotations
 
 import warnings
-from typing import Any, Protocol
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .manifest import Feature, Manifest
+from .base import Capabilities, Runtime, register
 
-
-class ModelRuntime(Protocol):
-    name: str
-
-    def run(self, rows: np.ndarray, with_proba: bool) -> tuple[np.ndarray, np.ndarray | None]:
-        """Predictions for each row, and class probabilities when asked and available."""
-        ...
+if TYPE_CHECKING:
+    from ..manifest import Feature, Manifest
+    from ..settings import Settings
 
 
 def to_estimator_input(estimator: Any, features: list[Feature], rows: Any) -> Any:
@@ -44,17 +41,29 @@ def to_estimator_input(estimator: Any, features: list[Feature], rows: Any) -> An
     return array
 
 
-class SklearnRuntime:
+@register
+class SklearnRuntime(Runtime):
     """Calls the fitted scikit-learn estimator or Pipeline."""
 
     name = "sklearn"
-    reason = ""  # why a compiled graph does not serve instead (set by the registry)
+    capabilities = Capabilities(
+        probabilities=True, missing_values=True, needs_estimator=True, auto=True
+    )
 
     def __init__(self, estimator: Any, manifest: Manifest) -> None:
         self.estimator = estimator
         self.features = manifest.features
         self.has_proba = manifest.task == "classification" and hasattr(estimator, "predict_proba")
         self._named = getattr(estimator, "feature_names_in_", None) is not None
+
+    @classmethod
+    def load(cls, version_dir: Path, manifest: Manifest, settings: Settings) -> SklearnRuntime:
+        from ..artifacts import load_estimator  # skops / joblib: only when this runtime serves
+
+        estimator = load_estimator(
+            version_dir, manifest, settings.signing_key, settings.ALLOW_UNSIGNED_PICKLE
+        )
+        return cls(estimator, manifest)
 
     def run(self, rows: np.ndarray, with_proba: bool) -> tuple[np.ndarray, np.ndarray | None]:
         if not self._named:

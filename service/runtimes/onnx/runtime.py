@@ -1,11 +1,11 @@
 """The compiled runtime: a verified ONNX graph run by onnxruntime.
 
-Implements the same ``run`` as ``SklearnRuntime`` (runtime.py): the validated
-2-D array in, the estimator's raw predictions (and class probabilities on
-request) out. It needs the graph, the feature schema, the task and the class
-list from the manifest, never the pickled estimator.
+Implements the same ``run`` as ``SklearnRuntime`` (runtimes/sklearn.py): the
+validated 2-D array in, the estimator's raw predictions (and class
+probabilities on request) out. It needs the graph, the feature schema, the
+task and the class list from the manifest, never the pickled estimator.
 
-The graph's inputs are described by metadata that ``compiled.py`` writes into
+The graph's inputs are described by metadata that compile.py writes into
 it (``predictor.columns``): one input "X" holding every column, or one
 ``[N, 1]`` input per feature when some features are strings (skl2onnx's
 layout for a ColumnTransformer over a DataFrame).
@@ -16,9 +16,18 @@ from __future__ import annotations
 import json
 import os
 import threading
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+from ..base import Capabilities, CompiledRuntime, register
+
+if TYPE_CHECKING:
+    from ...manifest import CompiledRecord, Feature, Manifest
+    from ...settings import Settings
+
+ARTIFACT = "model.onnx"
 
 _NUMPY_OF_ONNX = {
     "tensor(double)": np.float64,
@@ -34,7 +43,8 @@ def _feature_fields(feature: Any) -> tuple[str, str]:
     return feature.name, feature.type
 
 
-class OnnxRuntime:
+@register
+class OnnxRuntime(CompiledRuntime):
     """Runs a compiled graph; the session is created on first use in each process.
 
     >>> rt = OnnxRuntime(onnx_bytes, manifest.features, "classification", manifest.classes)
@@ -46,6 +56,10 @@ class OnnxRuntime:
     """
 
     name = "onnx"
+    # Verified on rows without missing values only: nullable features serve with sklearn.
+    capabilities = Capabilities(
+        probabilities=True, missing_values=False, needs_estimator=False, auto=True
+    )
 
     def __init__(
         self,
@@ -69,6 +83,78 @@ class OnnxRuntime:
         self._session: Any = None
         self._pid: int | None = None
         self._lock = threading.Lock()
+
+    # --- the runtime interface ----------------------------------------------
+
+    @classmethod
+    def usable(cls, manifest: Manifest) -> tuple[bool, str]:
+        """Only a graph verified at publish, by the onnxruntime this process runs."""
+        record = manifest.compiled
+        if not record:
+            return False, "no compiled graph was published"
+        if not record.ok or not record.sha256:
+            return False, f"the graph failed verification at publish: {record.reason}"
+        from .verify import runtime_version
+
+        if record.runtime_version != runtime_version():
+            return False, (
+                f"the graph was verified with {record.runtime_version}, "
+                f"this service runs {runtime_version()}"
+            )
+        return True, ""
+
+    @classmethod
+    def load(cls, version_dir: Path, manifest: Manifest, settings: Settings) -> OnnxRuntime:
+        """The signed, digest-checked graph; the estimator is never unpickled."""
+        from ...artifacts import artifact_path, check_digest, check_signature
+
+        record = manifest.compiled
+        assert record is not None and record.sha256  # usable() said so
+        path = artifact_path(version_dir, manifest, record.artifact or ARTIFACT)
+        check_digest(path, record.sha256)
+        check_signature(manifest, settings.signing_key)
+        return cls(
+            path.read_bytes(),
+            manifest.features,
+            manifest.task,
+            manifest.classes,
+            intra_op_threads=1,
+        )
+
+    @classmethod
+    def compile(
+        cls,
+        estimator: Any,
+        features: list[Feature],
+        *,
+        task: str,
+        sample_rows: list[list[Any]],
+        held_out: Any,
+        directory: Path,
+    ) -> CompiledRecord:
+        """Convert to ONNX and verify it against the estimator; write ``model.onnx`` if ok."""
+        from ...manifest import CompiledRecord
+        from ...signing import file_sha256
+        from .compile import compile_estimator
+
+        graph, verification = compile_estimator(
+            estimator, features, task=task, sample_rows=sample_rows, held_out=held_out
+        )
+        record = CompiledRecord(**verification.to_dict())
+        if graph is not None:
+            path = directory / ARTIFACT
+            path.write_bytes(graph)
+            record.artifact, record.sha256 = path.name, file_sha256(path)
+        return record
+
+    @classmethod
+    def verify(
+        cls, artifact: bytes, estimator: Any, features: list[Feature], task: str, rows: Any
+    ) -> CompiledRecord:
+        from ...manifest import CompiledRecord
+        from .verify import verify_graph
+
+        return CompiledRecord(**verify_graph(artifact, estimator, features, task, rows).to_dict())
 
     # --- session -----------------------------------------------------------
 

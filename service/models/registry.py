@@ -5,7 +5,7 @@ few pinned versions loaded on demand. ``refresh`` notices a new ``current`` in
 the store, loads it off the request path, verifies it and smoke-tests it on the
 manifest's sample input, then swaps it in with one reference assignment; a
 version that fails any step is refused, counted and logged, and the old one
-keeps serving.
+keeps serving. Loading itself is loading.py; noticing a new version, watcher.py.
 """
 
 from __future__ import annotations
@@ -13,74 +13,20 @@ from __future__ import annotations
 import logging
 import os
 import threading
-import time
 from collections import OrderedDict
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
-
-from . import metrics
-from .artifacts import artifact_path, check_digest, check_signature, load_estimator
-from .errors import ArtifactRejected, PredictorError, not_found
-from .manifest import Manifest
-from .runtime import ModelRuntime, SklearnRuntime
-from .settings import Settings
-from .store import ModelStore
-from .validation import validate_rows
+from .. import metrics
+from ..errors import ArtifactRejected, PredictorError, not_found
+from ..settings import Settings
+from ..store import ModelStore
+from .loading import LoadedModel, load_model
+from .watcher import ModelWatcher
 
 log = logging.getLogger("predictor.registry")
 
 PINNED_VERSIONS_KEPT = 4
-
-
-@dataclass
-class LoadedModel:
-    """One verified model version, ready to predict."""
-
-    manifest: Manifest
-    runtime: ModelRuntime
-    loaded_at: float = field(default_factory=time.time)
-    inference_us: float = 0.0  # median single-row prediction time, measured at load
-    row_us: float = 0.0  # median cost of each further row in a batch, measured at load
-
-    def predict_cost_us(self, rows: int) -> float:
-        """Expected µs for the runtime to predict ``rows`` rows in one call."""
-        return self.inference_us + (rows - 1) * self.row_us
-
-    def __post_init__(self) -> None:
-        m = self.manifest
-        self.name, self.version = m.name, m.version
-        self.is_classifier = m.task == "classification"
-        # Cache keys carry name, version and digest: a new version never reads old answers.
-        self.cache_prefix = f"p:{m.name}:{m.version}:{m.sha256[:12]}:"
-        self.label_of: dict[Any, str] = (
-            dict(zip(m.classes, m.output_labels, strict=True))
-            if m.classes and m.output_labels
-            else {}
-        )
-        self.labels: list[str] = list(m.output_labels or [])
-        # Metric children bound once: .labels() lookups are not free on the hot path.
-        self.m_inference = metrics.INFERENCE_DURATION.labels(m.name, m.version, self.runtime.name)
-        self.m_rows = metrics.REQUEST_ROWS.labels(m.name)
-        self.m_hits = metrics.CACHE_HITS.labels(m.name)
-        self.m_misses = metrics.CACHE_MISSES.labels(m.name)
-        self.m_values = (
-            None if self.is_classifier else metrics.PREDICTION_VALUES.labels(m.name, m.version)
-        )
-        self.m_label = {
-            label: metrics.PREDICTIONS.labels(m.name, m.version, label) for label in self.labels
-        }
-
-    @property
-    def runtime_reason(self) -> str:
-        """Why the compiled graph does not serve (empty when it does)."""
-        return getattr(self.runtime, "reason", "")
-
-    def describe(self) -> dict[str, Any]:
-        m = self.manifest
-        return {"name": m.name, "version": m.version, "runtime": self.runtime.name}
 
 
 @dataclass
@@ -104,9 +50,9 @@ class ModelRegistry:
         self._refused: dict[str, tuple[str, str]] = {}  # name -> (version, reason)
         self._unloaded: set[str] = set()
         self._lock = threading.RLock()
-        self._watcher: threading.Thread | None = None
-        self._stop = threading.Event()
-        self._wake = threading.Event()
+        self.watcher = ModelWatcher(
+            self.refresh, settings.POLL_INTERVAL_SECONDS, settings.REDIS_URL
+        )
         self.publish_metrics = False  # True in serving workers (set by start_watcher)
 
     # --- serving ---------------------------------------------------------
@@ -160,18 +106,7 @@ class ModelRegistry:
     # --- loading ---------------------------------------------------------
     def load_version(self, name: str, version: str) -> LoadedModel:
         """Verify, deserialise and smoke-test one version; raises ArtifactRejected."""
-        try:
-            manifest = self.store.manifest(name, version)
-        except PredictorError as exc:
-            raise ArtifactRejected("missing_version", exc.message) from exc
-        except Exception as exc:
-            raise ArtifactRejected("bad_manifest", f"manifest unreadable: {exc}") from exc
-        version_dir = self.store.version_dir(name, version)
-        runtime = build_runtime(version_dir, manifest, self.settings)
-        model = LoadedModel(manifest, runtime)
-        _smoke_test(model)
-        model.inference_us, model.row_us = _time_rows(model)
-        return model
+        return load_model(self.store, name, version, self.settings)
 
     def load_all(self) -> None:
         """Load the current version of every model in the store (at start)."""
@@ -246,39 +181,14 @@ class ModelRegistry:
 
     # --- background ------------------------------------------------------
     def start_watcher(self) -> None:
-        """Start polling the store in this process (call after fork, in each worker)."""
+        """Publish this worker's model gauges and start watching the store (after fork)."""
         self.publish_metrics = True
         for model in self._current.values():
             _info_gauge(model).set(1)
-        if self._watcher is not None:
-            return
-        self._watcher = threading.Thread(target=self._watch, name="model-watcher", daemon=True)
-        self._watcher.start()
-        if self.settings.REDIS_URL:
-            from .notify import listen
-
-            threading.Thread(
-                target=listen,
-                args=(self.settings.REDIS_URL, self._wake.set, self._stop),
-                name="model-notices",
-                daemon=True,
-            ).start()
+        self.watcher.start()
 
     def stop_watcher(self) -> None:
-        self._stop.set()
-        self._wake.set()
-
-    def _watch(self) -> None:
-        # Wake on a Redis notice (notify.py) or after one poll interval, whichever comes first.
-        while not self._stop.is_set():
-            self._wake.wait(self.settings.POLL_INTERVAL_SECONDS)
-            self._wake.clear()
-            if self._stop.is_set():
-                return
-            try:
-                self.refresh()
-            except Exception:  # the watcher must outlive a bad store read
-                log.exception("model store refresh failed")
+        self.watcher.stop()
 
     # --- internals -------------------------------------------------------
     def _refuse(
@@ -321,97 +231,6 @@ class ModelRegistry:
             while len(self._pinned) > PINNED_VERSIONS_KEPT:
                 self._pinned.popitem(last=False)
         return model
-
-
-def build_runtime(version_dir: Path, manifest: Manifest, settings: Settings) -> ModelRuntime:
-    """The runtime a version serves with.
-
-    ``auto`` serves the verified ONNX graph when there is one (the estimator is then
-    never unpickled at all) and scikit-learn otherwise; ``onnx`` refuses a version
-    without a usable graph; ``sklearn`` always loads the estimator.
-    """
-    wanted = settings.runtime_for(manifest.name)
-    if wanted != "sklearn":
-        usable, why = compiled_graph_usable(manifest)
-        if usable:
-            return _onnx_runtime(version_dir, manifest, settings)
-        if wanted == "onnx":
-            raise ArtifactRejected("no_compiled_graph", f"runtime onnx forced, but {why}")
-        fallback_reason = why
-    else:
-        fallback_reason = "runtime sklearn chosen by settings"
-    estimator = load_estimator(
-        version_dir, manifest, settings.signing_key, settings.ALLOW_UNSIGNED_PICKLE
-    )
-    runtime = SklearnRuntime(estimator, manifest)
-    runtime.reason = fallback_reason
-    return runtime
-
-
-def compiled_graph_usable(manifest: Manifest) -> tuple[bool, str]:
-    """Whether the manifest's compiled graph may serve, and if not, why."""
-    record = manifest.compiled
-    if not record:
-        return False, "no compiled graph was published"
-    if not record.get("ok") or not record.get("sha256"):
-        return False, f"the graph failed verification at publish: {record.get('reason')}"
-    from .compiled import runtime_version
-
-    if record.get("runtime_version") != runtime_version():
-        return False, (
-            f"the graph was verified with {record.get('runtime_version')}, "
-            f"this service runs {runtime_version()}"
-        )
-    return True, ""
-
-
-def _onnx_runtime(version_dir: Path, manifest: Manifest, settings: Settings) -> ModelRuntime:
-    from .onnx_runtime import OnnxRuntime
-
-    record = manifest.compiled or {}
-    path = artifact_path(version_dir, manifest, record.get("artifact", "model.onnx"))
-    check_digest(path, record["sha256"])
-    check_signature(manifest, settings.signing_key)
-    return OnnxRuntime(
-        path.read_bytes(), manifest.features, manifest.task, manifest.classes, intra_op_threads=1
-    )
-
-
-def _time_rows(model: LoadedModel, batch: int = 64, repeats: int = 7) -> tuple[float, float]:
-    """Median µs of a one-row call, and the marginal µs per extra row in a batch.
-
-    The prediction core compares these with what caching costs to decide whether a
-    cache (shared or per worker) pays off for a request.
-    """
-    features = model.manifest.features
-    one = validate_rows(model.manifest.sample_input[:1], features, 1)
-    many = np.repeat(one, batch, axis=0)
-
-    def median_us(rows: np.ndarray) -> float:
-        times = []
-        for _ in range(repeats):
-            start = time.perf_counter()
-            model.runtime.run(rows, with_proba=False)
-            times.append(time.perf_counter() - start)
-        return sorted(times)[repeats // 2] * 1e6
-
-    single = median_us(one)
-    return single, max(0.0, (median_us(many) - single) / (batch - 1))
-
-
-def _smoke_test(model: LoadedModel) -> None:
-    """Predict the manifest's sample input; a version that cannot answer never serves."""
-    try:
-        rows = validate_rows(model.manifest.sample_input, model.manifest.features, 10**6)
-        predictions, _ = model.runtime.run(rows, with_proba=model.is_classifier)
-    except PredictorError as exc:
-        raise ArtifactRejected("smoke_test_failed", f"sample input invalid: {exc.message}") from exc
-    except Exception as exc:
-        raise ArtifactRejected("smoke_test_failed", f"sample prediction failed: {exc}") from exc
-    if len(predictions) != len(rows):
-        raise ArtifactRejected("smoke_test_failed", "sample prediction returned the wrong shape")
-    if not model.is_classifier and not np.all(np.isfinite(np.asarray(predictions, dtype=float))):
-        raise ArtifactRejected("smoke_test_failed", "sample prediction is not finite")
 
 
 def _info_labels(model: LoadedModel) -> tuple[str, str, str, str, str]:
