@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import logging
 
 from flask import Flask
@@ -16,6 +17,9 @@ from .repository_sync import RepositorySync, shared_state_path
 from .settings import Settings
 from .state import EXTENSION
 from .store import ModelStore
+
+# The transports mounted, one module of service/protocols/ each (a Blueprint named ``bp``).
+PROTOCOLS = ("health", "seed", "v1", "v2", "repository", "openapi", "docs", "web")
 
 
 def create_app(settings: Settings | None = None, *, load_models: bool = True) -> Flask:
@@ -46,9 +50,7 @@ def create_app(settings: Settings | None = None, *, load_models: bool = True) ->
     )
     http.install(app, plane, policy)
 
-    from .protocols import docs, health, openapi, repository, seed, v1, v2, web
-
-    for module in (health, seed, v1, v2, repository, openapi, docs, web):
-        app.register_blueprint(module.bp)
+    for name in PROTOCOLS:
+        app.register_blueprint(importlib.import_module(f".protocols.{name}", __package__).bp)
     check_declared(app.view_functions)  # every route says who may call it
     return app

@@ -8,6 +8,9 @@ here, once, by the protocol the path belongs to:
 - ``/v2`` and below (Open Inference Protocol): ``{"error": "<message>"}``;
 - everything else (seed ``/predict``, V1, health, documents):
   ``{"error": {"code": "<stable code>", "message": "<message>"}}``.
+
+A transport with its own error shape registers it for its path prefix with
+``error_shape`` (docs/extending.md, "Adding a transport").
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import logging
 import time
 import uuid
 import zlib
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -147,13 +151,46 @@ def prediction_headers(plane: DataPlane, result: Prediction) -> dict[str, str]:
 # --- errors, shaped per protocol -------------------------------------------------
 
 
+ErrorShape = Callable[[PredictorError], Any]
+# Path prefix -> the body its protocol gives an error; the longest matching prefix wins.
+_ERROR_SHAPES: dict[str, ErrorShape] = {}
+
+
+def error_shape(prefix: str, schema: type | None = None) -> Callable[[ErrorShape], ErrorShape]:
+    """Declare the error body of every answer under ``prefix`` (``/v2`` covers ``/v2`` and
+    ``/v2/...``), unknown routes and 405s included; ``schema`` (a pydantic model) is what
+    /openapi.json documents for those errors."""
+
+    def register(shape: ErrorShape) -> ErrorShape:
+        shape.openapi_schema = schema  # type: ignore[attr-defined]
+        _ERROR_SHAPES[prefix.rstrip("/")] = shape
+        return shape
+
+    return register
+
+
+def shape_for(path: str) -> ErrorShape:
+    """The error shape of the protocol ``path`` belongs to (default: code and message)."""
+    best, shape = "", PredictorError.to_dict
+    for prefix, candidate in _ERROR_SHAPES.items():
+        if (path == prefix or path.startswith(prefix + "/")) and len(prefix) > len(best):
+            best, shape = prefix, candidate
+    return shape
+
+
+@error_shape("/v2")
+def v2_error(exc: PredictorError) -> dict[str, str]:
+    """The Open Inference Protocol's error body: one string."""
+    return {"error": exc.message}
+
+
 def is_v2(path: str) -> bool:
-    return path == "/v2" or path.startswith("/v2/")
+    return shape_for(path) is v2_error
 
 
 def error_response(exc: PredictorError, headers: dict[str, str] | None = None) -> Response:
     """The error in the shape of the protocol the request's path belongs to."""
-    body: Any = {"error": exc.message} if is_v2(request.path) else exc.to_dict()
+    body: Any = shape_for(request.path)(exc)
     headers = dict(headers or {})
     if exc.status == 401:  # RFC 9110: a 401 says how to authenticate
         headers["WWW-Authenticate"] = 'Bearer realm="predictor"'

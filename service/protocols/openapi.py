@@ -19,7 +19,7 @@ from pydantic.json_schema import models_json_schema
 
 from .. import __version__, auth
 from ..auth import Access, access_of
-from ..http import JSON, is_v2
+from ..http import JSON, shape_for, v2_error
 from . import schemas
 
 bp = Blueprint("openapi", __name__)
@@ -100,7 +100,10 @@ def _operation_for(
 ) -> tuple[dict[str, Any], set[Model]]:
     op: Operation = getattr(view, ATTRIBUTE, None) or Operation(endpoint, "other")
     used: set[Model] = set(op.models)
-    error_model = schemas.V2Error if is_v2(path) else schemas.Error
+    shape = shape_for(path)
+    error_model = getattr(shape, "openapi_schema", None) or (
+        schemas.V2Error if shape is v2_error else schemas.Error
+    )
     used.add(error_model)
     responses: dict[str, Any] = {}
     if isinstance(op.ok, type):
@@ -167,6 +170,7 @@ def build_document(app: Flask) -> dict[str, Any]:
     """The OpenAPI 3.1 document of every route ``app`` serves."""
     paths: dict[str, dict[str, Any]] = {}
     models: set[Model] = set()
+    tags: list[str] = []
     for rule in sorted(app.url_map.iter_rules(), key=lambda r: r.rule):
         view = app.view_functions[rule.endpoint]
         arguments = _PARAMETER.findall(rule.rule)
@@ -174,6 +178,7 @@ def build_document(app: Flask) -> dict[str, Any]:
         for method in sorted(rule.methods - {"HEAD", "OPTIONS"}):
             op, used = _operation_for(path, method.lower(), rule.endpoint, view, arguments)
             paths.setdefault(path, {})[method.lower()] = op
+            tags.extend(op["tags"])
             models |= used
     _, definitions = models_json_schema(
         [(m, "serialization") for m in sorted(models, key=lambda m: m.__name__)],
@@ -189,7 +194,7 @@ def build_document(app: Flask) -> dict[str, Any]:
             "health and metrics. Generated from the service's typed models.",
         },
         "servers": [{"url": "/"}],
-        "tags": [{"name": n} for n in TAGS],
+        "tags": [{"name": n} for n in dict.fromkeys([*TAGS, *tags])],
         "paths": paths,
         "components": {
             "schemas": definitions.get("$defs", {}),
