@@ -58,7 +58,7 @@ ENV PATH=/opt/venv/bin:$PATH \
 VOLUME ["/models"]
 USER 10001:10001
 WORKDIR /home/predictor
-EXPOSE 8000
+EXPOSE 8000 8001
 # Ready = models loaded and not draining. Python, not curl: the slim image has no curl.
 HEALTHCHECK --interval=10s --timeout=3s --start-period=30s --retries=3 \
   CMD ["python3", "-c", "import os, urllib.request; port = os.environ.get('PREDICTOR_BIND', ':8000').rsplit(':', 1)[1]; urllib.request.urlopen(f'http://127.0.0.1:{port}/readyz', timeout=2)"]

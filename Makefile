@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STORE ?= models
 export PREDICTOR_MODEL_STORE ?= $(STORE)
 
-.PHONY: run test lint install install-test models
+.PHONY: run test test-fast lint install install-test models
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,15 @@ install-test: install
 
 test: install-test
 	$(VENV)/bin/pytest
+
+# The test dependencies, reinstalled only when their lists change (test-fast's inner loop).
+$(VENV)/.test-installed: pyproject.toml $(wildcard deps/*) scripts/install-test-deps.sh | $(VENV)/.installed
+	bash scripts/install-test-deps.sh
+	touch $@
+
+## The inner loop: tests/unit and tests/app only (no servers), well under 90 s.
+test-fast: $(VENV)/.test-installed
+	$(VENV)/bin/pytest -q -m "unit or app" tests/unit tests/app
 
 lint: install-test
 	$(VENV)/bin/ruff check .

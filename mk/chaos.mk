@@ -1,6 +1,6 @@
 # Fault, abuse and access-control suite (issue 8); docs/security.md says more.
 #   make chaos        every fault under Locust load, one markdown row each (~5 minutes)
-#   make chaos-short  the short form tests/test_chaos.py runs (~1.5 minutes)
+#   make chaos-short  the short form tests/deploy/test_chaos.py runs (~1.5 minutes)
 #   make audit        pip-audit on the pinned dependency set (needs PyPI's JSON API or OSV)
 CHAOS_ARGS ?=
 AUDIT_DIR ?= run

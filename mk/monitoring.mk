@@ -18,4 +18,4 @@ monitoring-dashboards: install
 
 ## Every monitoring test: the checks above, Grafana's schema, and the live Prometheus run.
 monitoring-test: install-test
-	$(VENV)/bin/pytest -q tests/test_monitoring_rules.py tests/test_monitoring_dashboards.py tests/test_monitoring_live.py
+	$(VENV)/bin/pytest -q tests/deploy/test_monitoring_rules.py tests/deploy/test_monitoring_dashboards.py tests/deploy/test_monitoring_live.py

@@ -6,7 +6,7 @@
 #
 # Variables: ZD_USERS (50), ZD_SECONDS (60), ZD_ARGS (e.g. ZD_ARGS="--only promotion,sigterm"
 # or "--run-dir run/zd" to keep every log). `make test` runs the short form
-# (tests/test_zero_downtime.py, ~10 s per scenario).
+# (tests/deploy/test_zero_downtime.py, ~10 s per scenario).
 
 ZD_USERS ?= 50
 ZD_SECONDS ?= 60

@@ -7,7 +7,7 @@ import logging
 
 from flask import Flask
 
-from . import http
+from . import http, logs
 from .auth import AccessPolicy, ApiKeys, check_declared
 from .cache import cache_from_settings
 from .core import PredictionCore
@@ -27,7 +27,7 @@ def create_app(settings: Settings | None = None, *, load_models: bool = True) ->
     settings = settings or Settings()
     logging.basicConfig(
         level=settings.LOG_LEVEL.upper(),
-        format="%(asctime)s %(levelname)s %(name)s [%(process)d] %(message)s",
+        handlers=[logs.handler("%(asctime)s %(levelname)s %(name)s [%(process)d] %(message)s")],
     )
     app = Flask(__name__, static_folder=None)
     app.config["MAX_CONTENT_LENGTH"] = settings.MAX_BODY_BYTES

@@ -14,7 +14,7 @@ from typing import Any
 
 from . import runtimes
 from .errors import ArtifactRejected, PredictorError
-from .manifest import CompiledRecord, FeatureType
+from .manifest import CompiledRecord
 from .settings import Settings
 from .store import ModelStore
 
@@ -56,17 +56,33 @@ def _parser() -> argparse.ArgumentParser:
     )
 
     p = command(
-        "publish", _publish, "publish a fitted estimator or Pipeline (joblib or skops file)"
+        "publish",
+        _publish,
+        "publish a fitted estimator or Pipeline (joblib or skops file) from its data",
     )
     p.add_argument("file", type=Path, help="a .joblib/.pkl or .skops file holding a fitted model")
     p.add_argument("--name", required=True, help="model name")
     p.add_argument("--version", help="version (default: next integer)")
     p.add_argument(
-        "--features",
-        help="comma-separated feature names in input order, each optionally name:type "
-        "(float, int, bool, string); default: the estimator's feature_names_in_",
+        "--data",
+        type=Path,
+        help="training or validation data (.csv or .parquet): the schema, ranges, categories, "
+        "missing values, metrics, samples and the compiled graph's verification come from it",
     )
-    p.add_argument("--labels", help="comma-separated output label names, in classes_ order")
+    p.add_argument("--target", help="the column of --data holding the labels/values (dropped)")
+    p.add_argument(
+        "--held-out", type=Path, help="rows for the metrics (default: a seeded split of --data)"
+    )
+    p.add_argument(
+        "--features",
+        help="override: comma-separated feature names in input order, each optionally "
+        "name:type (float, int, bool, string); default: the estimator's feature_names_in_",
+    )
+    p.add_argument(
+        "--labels",
+        help="display names per class, e.g. leave=Leaves,stay=Stays (answers stay the "
+        "model's own classes); a plain list a,b,c only for classes 0..k-1",
+    )
     p.add_argument("--sample", help='JSON rows for the smoke test, e.g. "[[5.1, 3.5, 1.4, 0.2]]"')
     p.add_argument("--metrics", help='JSON object of held-out metrics, e.g. {"accuracy": 0.97}')
     p.add_argument(
@@ -82,6 +98,16 @@ def _parser() -> argparse.ArgumentParser:
         "--no-compile",
         action="store_true",
         help=f"skip compiling for the compiled runtimes ({compiled}); serve with the estimator",
+    )
+    p.add_argument(
+        "--compile-anyway",
+        action="store_true",
+        help="without --data, compile and verify on rows drawn from the features' ranges only",
+    )
+    p.add_argument(
+        "--allow-version-mismatch",
+        action="store_true",
+        help="publish a model saved with another scikit-learn major.minor than this one",
     )
 
     p = command("models", _models, "list models, versions, current version and metrics")
@@ -132,41 +158,46 @@ def _compiled_text(record: CompiledRecord | None) -> str:
     if not record:
         return "not compiled: serves with scikit-learn"
     if record.ok:
+        sources = ", ".join(f"{k} {v:,}" for k, v in (record.rows_by_source or {}).items())
+        distinct = getattr(record, "distinct_rows", None)
+        distinct_text = f" ({distinct:,} distinct)" if distinct is not None else ""
         return (
-            f"compiled for runtime {record.runtime}, verified on {record.rows_checked:,} rows: "
-            f"{record.mismatches} mismatches, max diff {record.max_abs_diff or 0.0:.2g}"
+            f"compiled for runtime {record.runtime}, verified on {record.rows_checked:,} rows"
+            f"{distinct_text}: {record.mismatches} mismatches, max diff "
+            f"{record.max_abs_diff or 0.0:.2g} [{sources}]"
         )
     return f"serves with scikit-learn: {record.reason}"
 
 
 def _publish(args: argparse.Namespace) -> int:
-    from .publish import PublishError, features_for, publish_estimator
+    from .labels import LabelError, parse_labels_arg
+    from .publish import PublishError, publish_model
 
     settings = _settings(args)
-    estimator = _read_estimator(args.file)
+    if args.data is None and (args.target or args.held_out):
+        raise CliError("--target and --held-out describe --data: give --data FILE too")
     try:
-        names, types = _parse_features(args.features)
-        features = features_for(estimator, names)
-        if types:
-            features = [
-                f.model_copy(update={"type": t}) for f, t in zip(features, types, strict=True)
-            ]
-        manifest = publish_estimator(
-            ModelStore(settings.MODEL_STORE),
-            estimator,
+        manifest = publish_model(
+            args.file,
             name=args.name,
+            data=args.data,
+            target=args.target,
+            held_out=args.held_out,
+            store=ModelStore(settings.MODEL_STORE),
             version=args.version,
-            features=features,
-            output_labels=args.labels.split(",") if args.labels else None,
-            metrics=_json_arg("--metrics", args.metrics, dict),
+            features=[f for f in args.features.split(",") if f.strip()] if args.features else None,
+            labels=parse_labels_arg(args.labels) if args.labels else None,
             sample_input=_json_arg("--sample", args.sample, list),
+            metrics=_json_arg("--metrics", args.metrics, dict),
             artifact_format=args.format,
             signing_key=settings.signing_key,
             description=args.description,
             promote=args.promote,
             compile_graph=not args.no_compile,
+            compile_anyway=args.compile_anyway,
+            allow_version_mismatch=args.allow_version_mismatch,
         )
-    except PublishError as exc:
+    except (PublishError, LabelError) as exc:
         raise CliError(str(exc)) from exc
     state = (
         "and made it current"
@@ -174,47 +205,31 @@ def _publish(args: argparse.Namespace) -> int:
         else f"(promote with: predictor promote {manifest.name} {manifest.version})"
     )
     print(f"published {manifest.name} version {manifest.version} {state}")
+    print(f"  {_schema_text(manifest)}")
+    if manifest.metrics:
+        held = (manifest.data or {}).get("held_out") or "the given metrics"
+        print(f"  held-out metrics: {_metrics_text(manifest.metrics)} (on {held})")
+    elif args.data is not None and not args.target:
+        print("  no held-out metrics: pass --target COLUMN so the data's labels can score it")
     print(f"  {_compiled_text(manifest.compiled)}")
+    if manifest.sklearn_version != manifest.publisher_sklearn_version:
+        print(
+            f"  warning: trained with scikit-learn {manifest.sklearn_version}, published with "
+            f"{manifest.publisher_sklearn_version}"
+        )
     if manifest.trusted_types:
         print(f"  trusted types recorded: {', '.join(manifest.trusted_types)}")
     return 0
 
 
-def _read_estimator(path: Path) -> Any:
-    if not path.is_file():
-        raise CliError(f"no such file: {path}")
-    if path.suffix == ".skops":
-        import skops.io as sio
-
-        try:
-            # The publisher vouches for its own file: trust the types it holds.
-            return sio.load(path, trusted=sio.get_untrusted_types(file=path))
-        except Exception as exc:
-            raise CliError(f"{path} is not a readable skops file: {exc}") from exc
-    import joblib
-
-    try:
-        return joblib.load(path)  # the publisher's own file, loaded on the publisher's machine
-    except Exception as exc:
-        raise CliError(f"{path} is not a readable joblib/pickle file: {exc}") from exc
-
-
-def _parse_features(text: str | None) -> tuple[list[str] | None, list[FeatureType] | None]:
-    if not text:
-        return None, None
-    names, types = [], []
-    allowed = set(FeatureType.__args__)  # type: ignore[attr-defined]
-    for item in text.split(","):
-        name, _, ftype = item.strip().partition(":")
-        ftype = ftype or "float"
-        if not name or ftype not in allowed:
-            raise CliError(
-                f"--features item {item!r}: expected name or name:type with type in "
-                f"{', '.join(sorted(allowed))}"
-            )
-        names.append(name)
-        types.append(ftype)
-    return names, types  # type: ignore[return-value]
+def _schema_text(manifest: Any) -> str:
+    parts = []
+    for f in manifest.features:
+        text = f"{f.name}:{f.type}"
+        if f.nullable:
+            text += "?"
+        parts.append(text)
+    return f"{len(parts)} features ({', '.join(parts)}; ? = accepts missing values)"
 
 
 def _json_arg(flag: str, text: str | None, kind: type) -> Any:
@@ -283,7 +298,7 @@ def _rollback(args: argparse.Namespace) -> int:
 def _announce(settings: Settings, name: str, version: str) -> None:
     from .notify import announce
 
-    if announce(settings.REDIS_URL, name, version):
+    if announce(settings.REDIS_URL, name, version, settings.redis_password):
         print("  workers notified over Redis")
     else:
         print(f"  workers pick it up within {settings.POLL_INTERVAL_SECONDS:g}s (store polling)")

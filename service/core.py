@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-from .cache import PredictionCache, TieredCache
+from .cache import EntryCheck, PredictionCache, TieredCache
 from .errors import PredictorError
 from .models.loading import LoadedModel
 
@@ -33,17 +33,19 @@ class Prediction:
 
     @property
     def values(self) -> list[Any]:
-        """Label names for classifiers, numbers for regressors."""
-        label_of = self.model.label_of
-        if label_of:
-            return [label_of.get(v, str(v)) for v in self.raw]
+        """What ``estimator.predict`` answers: the model's own class values, or numbers.
+
+        Display names never replace a class (see labels.py): every protocol answers
+        the same value for the same row.
+        """
         return self.raw
 
     def proba_by_label(self) -> list[dict[str, float]] | None:
+        """Probabilities per row, keyed by each class's JSON text (``labels.class_key``)."""
         if self.proba is None:
             return None
-        labels = self.model.labels
-        return [dict(zip(labels, row, strict=True)) for row in self.proba]
+        keys = self.model.proba_keys
+        return [dict(zip(keys, row, strict=True)) for row in self.proba]
 
     @property
     def cache_status(self) -> str:
@@ -85,14 +87,15 @@ class PredictionCore:
 
         keys = _row_keys(model.cache_prefix + ("P:" if with_proba else "V:"), rows)
         found = cache.get_many(keys)
-        missing = [i for i, value in enumerate(found) if value is None]
+        check = EntryCheck.for_model(model)  # a poisoned or garbage value is a miss
+        decoded = [None if v is None else check.decode(v, with_proba) for v in found]
+        missing = [i for i, value in enumerate(decoded) if value is None]
         hits = n - len(missing)
         if hits:
             model.m_hits.inc(hits)
         if not missing:
-            decoded = [orjson.loads(v) for v in found]  # type: ignore[arg-type]
-            raw = [d[0] for d in decoded]
-            proba = [d[1] for d in decoded] if with_proba else None
+            raw = [d[0] for d in decoded]  # type: ignore[index]
+            proba = [d[1] for d in decoded] if with_proba else None  # type: ignore[index]
             self._count(model, raw)
             return Prediction(model, raw, proba, hits, n)
 
@@ -113,9 +116,8 @@ class PredictionCore:
                 raw[i] = new_raw[j]
                 if proba is not None:
                     proba[i] = new_proba[j]  # type: ignore[index]
-            for i, value in enumerate(found):
-                if value is not None:
-                    d = orjson.loads(value)
+            for i, d in enumerate(decoded):
+                if d is not None:
                     raw[i] = d[0]
                     if proba is not None:
                         proba[i] = d[1]

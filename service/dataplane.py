@@ -44,6 +44,7 @@ class Readiness:
     ready: bool
     status: str
     models: list[dict[str, Any]] = field(default_factory=list)
+    unavailable: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,7 +108,10 @@ class DataPlane:
             return Readiness(False, "draining")
         if not self.registry.ready():
             return Readiness(False, "not ready", [s.__dict__ for s in self.registry.status()])
-        return Readiness(True, "ready", [m.describe() for m in self.registry.loaded()])
+        # Models that cannot serve (or serve an older version) never block readiness once
+        # one serves: they are listed, not fatal.
+        broken = [s.__dict__ for s in self.registry.status() if s.state != "READY" or s.reason]
+        return Readiness(True, "ready", [m.describe() for m in self.registry.loaded()], broken)
 
     def model_ready(self, name: str, version: str | None = None) -> ModelReadiness:
         """Ready when this worker serves ``name`` (or can serve the pinned ``version``) and
@@ -147,6 +151,16 @@ class DataPlane:
         if current is None:
             raise PredictorError(503, "model_not_ready", f"model {name!r} has no current version")
         return self.store.manifest(name, current)
+
+    def store_problems(self, name: str) -> list[dict[str, str]]:
+        """What is broken in the store for ``name``: its pointer, its versions' manifests."""
+        out = []
+        problem = self.store.problem(name)
+        if problem is not None:
+            out.append({"part": "current", "reason": problem.message})
+        for version, reason in self.store.broken_versions(name).items():
+            out.append({"part": "manifest", "version": version, "reason": reason})
+        return out
 
     def describe_model(self, name: str, strict: bool = False) -> dict[str, Any]:
         """Everything a client wants to know about a model: versions, schema, labels, metrics.
@@ -189,12 +203,16 @@ class DataPlane:
         }
         if refused:
             out["refused"] = {"version": refused[0], "reason": refused[1]}
+        problems = self.store_problems(name)
+        if problems:
+            out["problems"] = problems
         if described is not None:
             out.update(
                 task=described.task,
                 estimator=described.estimator,
                 features=[f.model_dump(exclude_none=True) for f in described.features],
-                output_labels=described.output_labels,
+                classes=described.classes,  # what predictions answer
+                output_labels=described.output_labels,  # display names, in classes order
                 metrics=described.metrics,
                 sample_input=described.sample_input,
                 description=described.description,

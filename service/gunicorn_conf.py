@@ -35,7 +35,8 @@ workers = _settings.worker_count()
 threads = _settings.THREADS
 # Measured (docs/benchmarks.md): behind nginx, sync workers answer the most requests per
 # core for a CPU-bound model; gthread is used when THREADS > 1 (keep-alive without nginx).
-worker_class = "gthread" if threads > 1 else "sync"
+# gunicorn's own classes, with Predictor's response (service/worker.py).
+worker_class = "service.worker.ThreadWorker" if threads > 1 else "service.worker.SyncWorker"
 # Load the models once in the master: workers share their pages copy-on-write.
 preload_app = True
 timeout = 30
@@ -50,15 +51,28 @@ accesslog = None
 errorlog = "-"
 
 
+# The gRPC server processes (protocols/grpc/supervisor.py), started once the master is ready.
+_grpc = None
+
+
 def when_ready(server) -> None:  # noqa: ANN001 - gunicorn hook signature
     """Drain before stopping: on SIGTERM readiness fails at once, the workers keep serving
     for DRAIN_SECONDS (what a Kubernetes preStop delay gives the endpoints to update),
-    then gunicorn's own graceful stop lets in-flight requests finish."""
+    then gunicorn's own graceful stop lets in-flight requests finish. The gRPC servers
+    start here and drain with the same steps."""
+    global _grpc
+    if _settings.GRPC_BIND:
+        from service.protocols.grpc.supervisor import GrpcProcesses
+
+        _grpc = GrpcProcesses(_settings.GRPC_WORKERS, server.log)
+        _grpc.start()
     graceful_stop = server.handle_term
 
     def handle_term() -> None:
         flag = os.environ["PREDICTOR_DRAIN_FLAG"]
         open(flag, "w").close()
+        if _grpc is not None:
+            _grpc.terminate()
         server.log.info(
             "SIGTERM: draining, readiness fails; closing the listener in %.1fs",
             _settings.DRAIN_SECONDS,
@@ -70,6 +84,12 @@ def when_ready(server) -> None:  # noqa: ANN001 - gunicorn hook signature
         graceful_stop()
 
     server.handle_term = handle_term
+
+
+def on_exit(server) -> None:  # noqa: ANN001
+    """The master is leaving: the gRPC servers finish their calls and go with it."""
+    if _grpc is not None:
+        _grpc.stop(_settings.DRAIN_SECONDS + _settings.GRACEFUL_TIMEOUT + 5)
 
 
 def post_fork(server, worker) -> None:  # noqa: ANN001
@@ -88,8 +108,16 @@ def post_fork(server, worker) -> None:  # noqa: ANN001
 
 
 def child_exit(server, worker) -> None:  # noqa: ANN001
-    from service.metrics import mark_worker_dead
+    from service.metrics import RESPONSES_CUT_SHORT, mark_worker_dead
+    from service.worker import SENDING
 
+    # A worker that died while sending a response larger than one write cut it short.
+    for total, sent in SENDING.cut_short(worker.pid):
+        RESPONSES_CUT_SHORT.inc()
+        server.log.warning(
+            "worker %s died while sending a response: %s of %s bytes handed to the kernel",
+            worker.pid, sent, "an unknown number" if total is None else total,
+        )  # fmt: skip
     mark_worker_dead(worker.pid)
 
 

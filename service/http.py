@@ -246,21 +246,29 @@ def install(app: Flask, plane: DataPlane, policy: AccessPolicy) -> None:
             g.api_key_id = policy.check(access_of(view), request.headers)
         plane.catch_up()
 
+    known_methods: set[str] = set()  # filled on first use: blueprints register after install
+
+    def method_label() -> str:
+        """The request's method when a route allows it, else "other": metrics stay bounded."""
+        if not known_methods:
+            known_methods.update(m for rule in app.url_map.iter_rules() for m in rule.methods or ())
+        return request.method if request.method in known_methods else "other"
+
     @app.after_request
     def _finish(response: Response) -> Response:
         response.headers[REQUEST_ID] = g.get("request_id", "")
+        response.headers["X-Content-Type-Options"] = "nosniff"
         key_id = g.get("api_key_id")
         if key_id:
             response.headers[KEY_ID_HEADER] = key_id
         rule = request.url_rule
         route = rule.rule if rule is not None else "unmatched"
         status = str(response.status_code)
+        method = method_label()
         start = g.get("start")
         if start is not None:
-            metrics.HTTP_DURATION.labels(route, request.method, status).observe(
-                time.perf_counter() - start
-            )
-        metrics.HTTP_REQUESTS.labels(route, request.method, status).inc()
+            metrics.HTTP_DURATION.labels(route, method, status).observe(time.perf_counter() - start)
+        metrics.HTTP_REQUESTS.labels(route, method, status).inc()
         if response.status_code >= 400:
             log.info(
                 "%s %s -> %s (request id %s)",

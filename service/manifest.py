@@ -25,6 +25,14 @@ class Feature(BaseModel):
     minimum: float | None = Field(None, description="Smallest value seen in training.")
     maximum: float | None = Field(None, description="Largest value seen in training.")
     categories: list[str] | None = Field(None, description="Values seen for a string feature.")
+    nullable: bool = Field(
+        False,
+        description="Missing values (null, NaN) are accepted: the data had them, or the "
+        "estimator predicts a row with NaN here.",
+    )
+    missing_rate: float | None = Field(
+        None, description="Share of the publish data's rows missing this feature."
+    )
 
 
 class CompiledRecord(BaseModel):
@@ -67,7 +75,12 @@ class Manifest(BaseModel):
     sha256: str
     signature: str | None = Field(None, description="HMAC-SHA256 of the signed fields, hex.")
     trusted_types: list[str] = Field(default_factory=list, description="skops types trusted.")
-    sklearn_version: str
+    sklearn_version: str = Field(
+        description="scikit-learn version the model was trained with (stored in its file)."
+    )
+    publisher_sklearn_version: str | None = Field(
+        None, description="scikit-learn version that published (and re-saved) the artifact."
+    )
     estimator: str = Field(description="Class name of the fitted estimator or pipeline.")
     task: Task
     features: list[Feature]
@@ -77,6 +90,9 @@ class Manifest(BaseModel):
     sample_input: list[list[Any]] = Field(description="Rows a smoke test predicts before serving.")
     created: datetime = Field(default_factory=lambda: datetime.now(UTC))
     description: str = ""
+    data: dict[str, Any] | None = Field(
+        None, description="The data the schema, metrics and verification came from."
+    )
     compiled: CompiledRecord | None = Field(
         None, description="Outcome of compiling for a compiled runtime and verifying it."
     )

@@ -57,6 +57,12 @@ HTTP_DURATION = Histogram(
     ["route", "method", "status"],
     buckets=LATENCY_BUCKETS,
 )
+RESPONSES_CUT_SHORT = Counter(
+    "predictor_responses_cut_short_total",
+    "Responses a worker died while sending, so the client got fewer bytes than their "
+    "Content-Length (counted by the gunicorn master). Only a response the kernel did not "
+    "take in one write can be cut: one larger than the socket buffer, or streamed.",
+)
 INFLIGHT = Gauge(
     "predictor_http_requests_in_flight",
     "Requests being handled right now, summed over workers.",
@@ -80,6 +86,12 @@ CACHE_HITS = Counter(
 CACHE_MISSES = Counter(
     "predictor_cache_misses_total", "Rows not found in the prediction cache.", ["model"]
 )
+CACHE_INVALID = Counter(
+    "predictor_cache_invalid_total",
+    "Cached values that did not match the model's outputs (poisoned or garbage): "
+    "answered from the model instead.",
+    ["model"],
+)
 CACHE_ERRORS = Counter(
     "predictor_cache_errors_total",
     "Cache calls that failed or were skipped while the backend was unreachable.",
@@ -98,6 +110,13 @@ MODEL_LOAD_FAILURES = Counter(
     "predictor_model_load_failures_total",
     "Model versions refused at load (the previous version kept serving), by reason.",
     ["model", "version", "reason"],
+)
+MODEL_BROKEN = Gauge(
+    "predictor_model_broken",
+    "Broken parts of a model in the store, per worker: current (its pointer is unreadable), "
+    "manifest (versions whose manifest is unreadable), artifact (its current version refused).",
+    ["model", "part"],
+    multiprocess_mode="livemax",
 )
 PREDICTIONS = Counter(
     "predictor_predictions_total",
@@ -130,6 +149,18 @@ MODEL_LAST_REQUEST = Gauge(
     "Unix time of the last successful prediction request per model version.",
     ["model", "version"],
     multiprocess_mode="max",
+)
+
+GRPC_REQUESTS = Counter(
+    "predictor_grpc_requests_total",
+    "Open Inference Protocol gRPC calls answered, by method and status code.",
+    ["method", "code"],
+)
+GRPC_DURATION = Histogram(
+    "predictor_grpc_request_duration_seconds",
+    "Time from a gRPC call's start to its answer, by method and status code.",
+    ["method", "code"],
+    buckets=LATENCY_BUCKETS,
 )
 
 

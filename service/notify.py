@@ -15,14 +15,16 @@ log = logging.getLogger("predictor.notify")
 CHANNEL = "predictor:model-updates"
 
 
-def announce(redis_url: str | None, name: str, version: str) -> bool:
+def announce(redis_url: str | None, name: str, version: str, password: str | None = None) -> bool:
     """Tell every subscribed worker that ``name`` changed; False when Redis is unreachable."""
     if not redis_url:
         return False
     import redis
 
     try:
-        client = redis.Redis.from_url(redis_url, socket_connect_timeout=1, socket_timeout=1)
+        client = redis.Redis.from_url(
+            redis_url, password=password, socket_connect_timeout=1, socket_timeout=1
+        )
         client.publish(CHANNEL, f"{name}:{version}")
         client.close()
         return True
@@ -31,13 +33,20 @@ def announce(redis_url: str | None, name: str, version: str) -> bool:
         return False
 
 
-def listen(redis_url: str, on_notice: Callable[[], None], stop: threading.Event) -> None:
+def listen(
+    redis_url: str,
+    on_notice: Callable[[], None],
+    stop: threading.Event,
+    password: str | None = None,
+) -> None:
     """Call ``on_notice`` for every announcement until ``stop``; reconnects by itself."""
     import redis
 
     while not stop.is_set():
         try:
-            client = redis.Redis.from_url(redis_url, socket_connect_timeout=1, socket_timeout=5)
+            client = redis.Redis.from_url(
+                redis_url, password=password, socket_connect_timeout=1, socket_timeout=5
+            )
             pubsub = client.pubsub(ignore_subscribe_messages=True)
             pubsub.subscribe(CHANNEL)
             while not stop.is_set():

@@ -1,5 +1,10 @@
 """Publishing: turn any fitted estimator or Pipeline into a verified store version.
 
+``publish_model`` is the API (a notebook calls it; ``predictor publish`` is a thin
+layer over it): from the estimator and the user's own data it derives the schema,
+held-out metrics, sample rows and the compiled graph's verification on that
+data's distribution, then ``publish_estimator`` writes the version.
+
 The artifact is written into a staging directory, digested, signed, loaded back
 through the same verifying loader the service uses and smoke-tested on its
 sample input; only then is the directory renamed into place. A failure at any
@@ -10,18 +15,35 @@ change behind.
 from __future__ import annotations
 
 import shutil
-from collections.abc import Sequence
+import warnings
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import sklearn
-from sklearn.base import is_classifier
+from sklearn.base import is_classifier, is_regressor
 
 from .artifacts import load_estimator
+from .labels import LabelError, display_labels, plain
 from .manifest import ArtifactFormat, CompiledRecord, Feature, Manifest
 from .signing import file_sha256, sign
 from .store import ModelStore, check_name
+from .training_data import (
+    DataError,
+    SplitData,
+    accepts_nan,
+    describe_features,
+    feature_names,
+    held_out_split,
+    metrics_for,
+    read_table,
+    sample_rows,
+    split_target,
+)
+
+NO_DATA = "unverified: no data given (publish with --data to verify the compiled graph)"
 
 
 class PublishError(Exception):
@@ -83,7 +105,7 @@ def publish_estimator(
     name: str,
     version: str | None = None,
     features: list[Feature] | None = None,
-    output_labels: Sequence[str] | None = None,
+    output_labels: Mapping[Any, str] | Sequence[str] | None = None,
     metrics: dict[str, float] | None = None,
     sample_input: list[list[Any]] | None = None,
     artifact_format: ArtifactFormat = "skops",
@@ -92,8 +114,18 @@ def publish_estimator(
     promote: bool = False,
     compile_graph: bool = True,
     held_out: Any = None,
+    rows_by_source: dict[str, np.ndarray] | None = None,
+    trained_sklearn_version: str | None = None,
+    data_record: dict[str, Any] | None = None,
+    not_compiled_reason: str | None = None,
 ) -> Manifest:
-    """Write a new version of ``name`` and optionally make it current."""
+    """Write a new version of ``name`` and optionally make it current.
+
+    The low-level step under ``publish_model``: everything about the inputs is
+    given. ``rows_by_source``: verification rows for the compiled graph (else
+    rows drawn from the features' ranges). ``not_compiled_reason``: serve with
+    scikit-learn and record why (e.g. no data to verify a graph on).
+    """
     check_name("model", name)
     features = features or features_for(estimator)
     version = check_name("version", version or store.next_version(name))
@@ -103,13 +135,13 @@ def publish_estimator(
     task = "classification" if is_classifier(estimator) else "regression"
     classes = labels = None
     if task == "classification":
-        classes = [_plain(c) for c in estimator.classes_]
-        labels = [str(x) for x in (output_labels or classes)]
-        if len(labels) != len(classes):
-            raise PublishError(
-                f"{len(labels)} output labels given for {len(classes)} classes {classes}"
-            )
+        classes = [plain(c) for c in estimator.classes_]
+        try:
+            labels = display_labels(classes, output_labels)
+        except LabelError as exc:
+            raise PublishError(str(exc)) from exc
     sample = sample_input or [_default_row(features)]
+    _check_width(sample, features)
     _smoke(estimator, features, sample)
 
     try:
@@ -125,7 +157,8 @@ def publish_estimator(
             artifact=artifact.name,
             sha256=file_sha256(artifact),
             trusted_types=trusted,
-            sklearn_version=sklearn.__version__,
+            sklearn_version=trained_sklearn_version or sklearn.__version__,
+            publisher_sklearn_version=sklearn.__version__,
             estimator=type(estimator).__name__,
             task=task,
             features=features,
@@ -134,9 +167,14 @@ def publish_estimator(
             metrics=metrics or {},
             sample_input=sample,
             description=description,
+            data=data_record,
         )
-        if compile_graph:
-            manifest.compiled = _compile(estimator, features, task, sample, held_out, staging)
+        if compile_graph and not not_compiled_reason:
+            manifest.compiled = _compile(
+                estimator, features, task, sample, held_out, staging, rows_by_source
+            )
+        elif not_compiled_reason:
+            manifest.compiled = {"ok": False, "runtime": "sklearn", "reason": not_compiled_reason}
         if signing_key:
             manifest.signature = sign(signing_key, manifest.signed_fields())
         manifest.write(staging)
@@ -164,18 +202,22 @@ def _compile(
     sample: list[list[Any]],
     held_out: Any,
     directory: Path,
+    rows_by_source: dict[str, np.ndarray] | None = None,
 ) -> CompiledRecord | None:
     """Compile for each compiled runtime until one verifies; the record says how it went."""
     from .runtimes import compiled_runtimes
+    from .verification_data import distinct_rows
 
     record = None
     for runtime in compiled_runtimes():
         record = runtime.compile(
             estimator, features, task=task, sample_rows=sample, held_out=held_out,
-            directory=directory,
+            directory=directory, rows_by_source=rows_by_source,
         )  # fmt: skip
         if record.ok:
             break
+    if record is not None and rows_by_source is not None:
+        record.distinct_rows = distinct_rows(list(rows_by_source.values()))
     return record
 
 
@@ -194,11 +236,22 @@ def _dump(estimator: Any, directory: Path, fmt: ArtifactFormat) -> tuple[Path, l
     return path, sorted(sio.get_untrusted_types(file=path))
 
 
+def _check_width(rows: list[list[Any]], features: list[Feature]) -> None:
+    for i, row in enumerate(rows):
+        if not isinstance(row, list) or len(row) != len(features):
+            got = f"{len(row)} values" if isinstance(row, list) else type(row).__name__
+            raise PublishError(
+                f"sample row {i} has {got}; expected {len(features)} values, one per feature "
+                f"{[f.name for f in features]}"
+            )
+
+
 def _smoke(estimator: Any, features: list[Feature], rows: list[list[Any]]) -> None:
     from .runtimes.sklearn import to_estimator_input
+    from .verification_data import validated
 
     try:
-        estimator.predict(to_estimator_input(estimator, features, rows))
+        estimator.predict(to_estimator_input(estimator, features, validated(rows, features)))
     except Exception as exc:
         raise PublishError(f"the estimator fails on its sample input {rows[:1]}: {exc}") from exc
 
@@ -217,5 +270,305 @@ def _default_row(features: list[Feature]) -> list[Any]:
     return row
 
 
-def _plain(value: Any) -> Any:
-    return value.item() if isinstance(value, np.generic) else value
+# --- the API: publish from the user's own data ----------------------------------
+
+
+def read_model_file(path: Path | str) -> tuple[Any, str]:
+    """A fitted model from a joblib/pickle or skops file, and the scikit-learn version
+    it was saved with (both formats carry it; scikit-learn warns when it differs)."""
+    from sklearn.exceptions import InconsistentVersionWarning
+
+    path = Path(path)
+    if not path.is_file():
+        raise PublishError(f"no such file: {path}")
+    if path.suffix in (".py", ".ipynb"):
+        raise PublishError(
+            f"{path} is source code, not a fitted model: fit it, then save it with "
+            "joblib.dump(model, 'model.joblib') or skops.io.dump(model, 'model.skops')"
+        )
+    trained = sklearn.__version__
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", InconsistentVersionWarning)
+        if path.suffix == ".skops":
+            import skops.io as sio
+
+            try:
+                # The publisher vouches for its own file: trust the types it holds.
+                estimator = sio.load(path, trusted=sio.get_untrusted_types(file=path))
+            except Exception as exc:
+                raise PublishError(f"{path} is not a readable skops file: {exc}") from exc
+        else:
+            import joblib
+
+            try:  # the publisher's own file, loaded on the publisher's machine
+                estimator = joblib.load(path)
+            except Exception as exc:
+                raise PublishError(
+                    f"{path} is not a readable joblib/pickle file ({type(exc).__name__}: "
+                    f"{exc}): expected a model saved with joblib.dump or skops.io.dump"
+                ) from exc
+    for w in caught:
+        if isinstance(w.message, InconsistentVersionWarning):
+            trained = w.message.original_sklearn_version
+            break
+    return estimator, trained
+
+
+def check_estimator(estimator: Any, source: str = "the object") -> None:
+    """A fitted scikit-learn classifier or regressor, else one line saying what it is."""
+    from sklearn.exceptions import NotFittedError
+    from sklearn.utils.validation import check_is_fitted
+
+    if not hasattr(estimator, "predict") or not hasattr(estimator, "get_params"):
+        raise PublishError(
+            f"{source} holds a {type(estimator).__module__}.{type(estimator).__name__}, not a "
+            "scikit-learn estimator: expected a fitted estimator or Pipeline with predict()"
+        )
+    try:
+        check_is_fitted(estimator)
+    except NotFittedError:
+        raise PublishError(
+            f"{source} holds an unfitted {type(estimator).__name__}: call fit() before saving it"
+        ) from None
+    except TypeError:
+        pass  # not a BaseEstimator subclass; predict() will tell
+    if not (is_classifier(estimator) or is_regressor(estimator)):
+        raise PublishError(
+            f"{source} holds a {type(estimator).__name__}, which is neither a classifier nor a "
+            "regressor: expected a model whose predict() answers classes or values"
+        )
+
+
+def check_version(trained: str, allow_mismatch: bool) -> None:
+    """Refuse a model trained with another scikit-learn major.minor than this one."""
+    mine = sklearn.__version__
+    if _minor(trained) == _minor(mine) or allow_mismatch:
+        return
+    raise PublishError(
+        f"the model was saved with scikit-learn {trained}, this environment (and the service) "
+        f"runs {mine}: another minor version may predict differently or fail to load; refit "
+        f"it with scikit-learn {_minor(mine)}, or pass --allow-version-mismatch to publish anyway"
+    )
+
+
+def _minor(version: str) -> str:
+    return ".".join(version.split(".")[:2])
+
+
+def publish_model(
+    estimator: Any,
+    *,
+    name: str,
+    data: pd.DataFrame | str | Path | None = None,
+    target: str | None = None,
+    held_out: pd.DataFrame | str | Path | None = None,
+    store: ModelStore | str | Path = "models",
+    version: str | None = None,
+    features: Sequence[str | Feature] | None = None,
+    labels: Mapping[Any, str] | Sequence[str] | None = None,
+    sample_input: list[list[Any]] | None = None,
+    metrics: dict[str, float] | None = None,
+    artifact_format: ArtifactFormat = "skops",
+    signing_key: bytes | None = None,
+    description: str = "",
+    promote: bool = False,
+    compile_graph: bool = True,
+    compile_anyway: bool = False,
+    allow_version_mismatch: bool = False,
+    trained_sklearn_version: str | None = None,
+) -> Manifest:
+    """Publish a fitted estimator (or a model file's path) from the user's own data.
+
+    >>> publish_model(pipeline, name="churn", data=df, target="churn", store="models")
+
+    ``data``: the training or validation data (a DataFrame, or a .csv/.parquet
+    path) with or without the ``target`` column, which is dropped before use.
+    Everything about the inputs is derived from it and the estimator: feature
+    names, order, types, ranges, categories and nullable flags, held-out metrics
+    (on ``held_out``, else a seeded split of ``data``), sample rows, and the
+    compiled graph's verification on the data's own distribution. ``features``
+    overrides names (``"plan:string"`` or ``Feature`` objects set types too).
+    ``labels``: display names per class, e.g. ``{"leave": "Leaves"}``.
+    ``metrics``: metrics of your own, recorded beside the computed ones.
+    Without data the model serves with scikit-learn unless ``compile_anyway``.
+    """
+    if isinstance(estimator, str | Path):
+        estimator, trained = read_model_file(estimator)
+        trained_sklearn_version = trained_sklearn_version or trained
+        source = "the file"
+    else:
+        source = "the object"
+    check_estimator(estimator, source)
+    trained = trained_sklearn_version or sklearn.__version__
+    check_version(trained, allow_version_mismatch)
+    if not isinstance(store, ModelStore):
+        store = ModelStore(Path(store))
+    names, declared, given = _feature_overrides(features)
+    task = "classification" if is_classifier(estimator) else "regression"
+    common: dict[str, Any] = dict(
+        name=name,
+        version=version,
+        output_labels=labels,
+        artifact_format=artifact_format,
+        signing_key=signing_key,
+        description=description,
+        promote=promote,
+        compile_graph=compile_graph,
+        trained_sklearn_version=trained,
+    )
+    try:
+        if data is None:
+            if given:
+                chosen = given
+            else:
+                chosen = features_for(estimator, names)
+                chosen = [
+                    f.model_copy(update={"type": declared.get(f.name, f.type)}) for f in chosen
+                ]
+            return publish_estimator(
+                store,
+                estimator,
+                features=chosen,
+                sample_input=sample_input,
+                metrics=metrics,
+                not_compiled_reason=None if compile_anyway else NO_DATA,
+                **common,
+            )
+        plan = _from_data(estimator, task, data, target, held_out, names, declared, given)
+        return publish_estimator(
+            store,
+            estimator,
+            features=plan.features,
+            metrics={**plan.metrics, **(metrics or {})},
+            sample_input=sample_input or plan.sample,
+            rows_by_source=plan.rows_by_source if compile_graph else None,
+            data_record=plan.record,
+            **common,
+        )
+    except DataError as exc:
+        raise PublishError(str(exc)) from exc
+
+
+def _feature_overrides(
+    features: Sequence[str | Feature] | None,
+) -> tuple[list[str] | None, dict[str, str], list[Feature] | None]:
+    """``--features`` as names, declared types, or complete ``Feature`` objects."""
+    if not features:
+        return None, {}, None
+    if all(isinstance(f, Feature) for f in features):
+        given = list(features)  # type: ignore[arg-type]
+        return [f.name for f in given], {}, given
+    names, declared = [], {}
+    allowed = {"float", "int", "bool", "string"}
+    for item in features:
+        text = item.name if isinstance(item, Feature) else str(item)
+        name, _, ftype = text.strip().partition(":")
+        if not name or (ftype and ftype not in allowed):
+            raise PublishError(
+                f"feature {text!r}: expected name or name:type with type in "
+                f"{', '.join(sorted(allowed))}"
+            )
+        names.append(name)
+        if ftype:
+            declared[name] = ftype
+    return names, declared, None
+
+
+class _Plan:
+    """What the data says: schema, metrics, samples, verification rows, a record of it."""
+
+    features: list[Feature]
+    metrics: dict[str, float]
+    sample: list[list[Any]]
+    rows_by_source: dict[str, np.ndarray]
+    record: dict[str, Any]
+
+
+def _from_data(
+    estimator: Any,
+    task: str,
+    data: pd.DataFrame | str | Path,
+    target: str | None,
+    held_out: pd.DataFrame | str | Path | None,
+    names: list[str] | None,
+    declared: dict[str, str],
+    given: list[Feature] | None,
+) -> _Plan:
+    from .training_data import json_rows
+    from .verification_data import (
+        MAX_DATA_ROWS,
+        SYNTHETIC_ROWS,
+        distinct_synthetic_rows,
+        ignores_unknown,
+        validated,
+    )
+
+    source = str(data) if isinstance(data, str | Path) else "a DataFrame"
+    frame = read_table(data) if isinstance(data, str | Path) else data
+    if not len(frame):
+        raise DataError(f"--data {source} has no rows")
+    if names is None:
+        names = feature_names(estimator, frame, target)
+    else:
+        fitted = getattr(estimator, "feature_names_in_", None)
+        if fitted is not None and [str(n) for n in fitted] != names:
+            raise DataError(
+                f"--features {names} do not match the features the estimator was fitted on "
+                f"{[str(n) for n in fitted]}"
+            )
+    split = split_target(frame, names, target)
+    if given:
+        features = given
+    else:
+        features = describe_features(estimator, split.X, declared)  # type: ignore[arg-type]
+        features = accepts_nan(estimator, features, split.X)
+    plan = _Plan()
+    plan.features = features
+    if held_out is not None:
+        held_source = str(held_out) if isinstance(held_out, str | Path) else "a DataFrame"
+        held_frame = read_table(held_out) if isinstance(held_out, str | Path) else held_out
+        held = split_target(held_frame, names, target if target in held_frame else None,
+                            what="--held-out")  # fmt: skip
+    elif split.y is not None:
+        held, held_source = held_out_split(split)
+    else:
+        held, held_source = SplitData(split.X.head(0), None), None
+    plan.metrics = {}
+    if held.y is not None and len(held.X):
+        from .runtimes.sklearn import to_estimator_input
+
+        X_held = to_estimator_input(
+            estimator, features, validated(json_rows(held.X, features), features)
+        )
+        plan.metrics = metrics_for(estimator, task, X_held, held.y)
+    plan.sample = sample_rows(split.X, features)
+
+    data_rows = json_rows(split.X.head(MAX_DATA_ROWS), features)
+    held_rows = json_rows(held.X, features) if held_out is not None else []
+    rng = np.random.default_rng(0)
+    data_array = validated(data_rows, features)
+    unseen = any(f.type == "string" for f in features) and ignores_unknown(
+        estimator, features, plan.sample[0]
+    )
+    plan.rows_by_source = {
+        "sample": validated(plan.sample, features),
+        "held_out": validated(held_rows, features),
+        "data": data_array,
+    }
+    plan.rows_by_source["synthetic"] = distinct_synthetic_rows(
+        features,
+        data_array,
+        SYNTHETIC_ROWS,
+        rng,
+        unseen=unseen,
+        exclude=list(plan.rows_by_source.values()),
+    )
+    plan.record = {
+        "source": source,
+        "rows": len(frame),
+        "target": target,
+        "held_out": held_source,
+        "held_out_rows": len(held.X),
+        "unseen_categories": "ignored" if unseen else None,
+    }
+    return plan

@@ -30,6 +30,11 @@ class Settings(BaseSettings):
     REDIS_URL: str | None = Field(
         None, description="redis://host:port/db; unset means an in-process LRU cache."
     )
+    REDIS_PASSWORD_FILE: Path | None = Field(
+        None,
+        description="File holding the Redis AUTH password (a mounted secret); empty or "
+        "unreadable stops the service at start. A password in REDIS_URL works too.",
+    )
     CACHE_TTL_SECONDS: int = Field(3600, ge=1, description="Lifetime of a cached prediction.")
     CACHE_MAX_ENTRIES: int = Field(100_000, ge=1, description="Size of the in-process LRU.")
     CACHE_NEAR_ENTRIES: int = Field(
@@ -128,10 +133,38 @@ class Settings(BaseSettings):
     MAX_REQUESTS_JITTER: int = Field(0, ge=0, description="Random spread added to MAX_REQUESTS.")
     LOG_LEVEL: str = Field("info", description="Log level of the service.")
 
+    # --- gRPC (Open Inference Protocol) ------------------------------------
+    GRPC_BIND: str = Field(
+        "127.0.0.1:8001",
+        description="Address the gRPC Open Inference Protocol listens on; empty disables it.",
+    )
+    GRPC_WORKERS: int = Field(
+        1, ge=1, description="gRPC server processes started beside the gunicorn workers."
+    )
+    GRPC_THREADS: int = Field(4, ge=1, description="Threads per gRPC server process.")
+
     @cached_property
     def signing_key(self) -> bytes | None:
         """The artifact signing key from the variable or its file, if any."""
         return _secret(self.SIGNING_KEY, self.SIGNING_KEY_FILE)
+
+    @cached_property
+    def redis_password(self) -> str | None:
+        """The Redis AUTH password from its file; raises (fail closed) when empty or unreadable."""
+        path = self.REDIS_PASSWORD_FILE
+        if path is None:
+            return None
+        try:
+            text = Path(path).read_text().strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            message = f"PREDICTOR_REDIS_PASSWORD_FILE {path} cannot be read: {exc}"
+            raise ValueError(message) from None
+        if not text:
+            raise ValueError(
+                f"PREDICTOR_REDIS_PASSWORD_FILE {path} is empty: put the Redis password in it "
+                "or unset the setting"
+            )
+        return text
 
     @cached_property
     def admin_token(self) -> bytes | None:

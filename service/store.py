@@ -3,18 +3,36 @@
     <root>/<name>/<version>/manifest.json + artifact
     <root>/<name>/current         text file: the version being served
     <root>/<name>/history         one promoted version per line (for rollback)
+    <root>/<name>/verified        last-known-good: the last version a worker verified and served
+    <root>/<name>/.lock           flock'd by promote and rollback
 
 A version directory appears whole or not at all (written under a temporary name
 and renamed); ``current`` is replaced with ``os.replace``, so readers see the
-old or the new pointer, never a half-written one.
+old or the new pointer, never a half-written one. Promote and rollback hold an
+exclusive ``flock`` on the model's lock file, so ``current`` and ``history``
+always change together.
+
+Whoever can write the store can leave anything in it, so reading is defensive:
+the store opens only regular files (checked with ``fstat`` on a descriptor opened
+``O_NONBLOCK``, so a FIFO never blocks a reader), never follows a symlink out of
+the store, reads at most a bounded number of bytes, and decodes strict UTF-8. A
+broken entry concerns its own model only: ``current`` answers None and
+``problem`` says why; ``manifest`` raises ``StoreEntryBroken``.
 """
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import os
 import re
+import stat
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+
+from pydantic import ValidationError
 
 from .errors import PredictorError, not_found
 from .manifest import MANIFEST_FILE, Manifest
@@ -22,10 +40,24 @@ from .manifest import MANIFEST_FILE, Manifest
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 CURRENT_FILE = "current"
 HISTORY_FILE = "history"
+VERIFIED_FILE = "verified"
+LOCK_FILE = ".lock"
+RESERVED_NAMES = {CURRENT_FILE, HISTORY_FILE, VERIFIED_FILE}
+POINTER_MAX_BYTES = 4096  # current / verified hold one version name
+HISTORY_MAX_BYTES = 1 << 20
+MANIFEST_MAX_BYTES = 16 << 20
+
+
+class StoreEntryBroken(PredictorError):
+    """An entry of the store (pointer, manifest, directory) that cannot be read safely."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(503, "store_entry_broken", message)
+        self.kind = kind  # bad_current | bad_manifest | bad_history | bad_entry (metric label)
 
 
 def check_name(kind: str, value: str) -> str:
-    if not NAME_PATTERN.match(value) or value in {CURRENT_FILE, HISTORY_FILE}:
+    if not NAME_PATTERN.match(value) or value in RESERVED_NAMES:
         raise PredictorError(
             400,
             f"invalid_{kind}",
@@ -45,56 +77,196 @@ class ModelStore:
 
     def __init__(self, root: Path | str) -> None:
         self.root = Path(root)
+        # broken_versions re-checks a manifest only when its file changed (watcher polls it).
+        self._manifest_checks: dict[tuple[str, str], tuple[tuple[int, ...], str | None]] = {}
 
     # --- reading ---------------------------------------------------------
     def names(self) -> list[str]:
-        if not self.root.is_dir():
+        try:
+            entries = list(self.root.iterdir())
+        except OSError:
             return []
         return sorted(
             p.name
-            for p in self.root.iterdir()
-            if p.is_dir() and NAME_PATTERN.match(p.name) and not p.name.startswith(".")
+            for p in entries
+            if NAME_PATTERN.match(p.name) and p.name not in RESERVED_NAMES and self._is_dir(p)
         )
 
     def versions(self, name: str) -> list[str]:
+        """Versions whose directory holds a manifest entry (readable or not: see manifest)."""
         model_dir = self.root / name
-        if not model_dir.is_dir():
+        if not NAME_PATTERN.match(name) or not self._is_dir(model_dir):
+            return []
+        try:
+            entries = list(model_dir.iterdir())
+        except OSError:
             return []
         found = [
             p.name
-            for p in model_dir.iterdir()
-            if p.is_dir() and NAME_PATTERN.match(p.name) and (p / MANIFEST_FILE).is_file()
+            for p in entries
+            if NAME_PATTERN.match(p.name)
+            and p.name not in RESERVED_NAMES
+            and self._is_dir(p)
+            and os.path.lexists(p / MANIFEST_FILE)
         ]
         return sorted(found, key=version_sort_key)
 
     def current(self, name: str) -> str | None:
+        """The version ``current`` names; None when absent or broken (``problem`` says why)."""
         try:
-            value = (self.root / name / CURRENT_FILE).read_text().strip()
-        except (FileNotFoundError, NotADirectoryError):
+            return self._pointer(name, CURRENT_FILE)
+        except StoreEntryBroken:
             return None
-        return value or None
+
+    def problem(self, name: str) -> StoreEntryBroken | None:
+        """Why the model's ``current`` pointer cannot be used, or None when it can."""
+        try:
+            self._pointer(name, CURRENT_FILE)
+        except StoreEntryBroken as exc:
+            return exc
+        return None
+
+    def verified(self, name: str) -> str | None:
+        """The last-known-good version (written when a worker first served it), if usable."""
+        try:
+            version = self._pointer(name, VERIFIED_FILE)
+        except StoreEntryBroken:
+            return None
+        return version if version in self.versions(name) else None
+
+    def mark_verified(self, name: str, version: str) -> bool:
+        """Record ``version`` as last-known-good; False when the store is read-only."""
+        if self.verified(name) == version:
+            return True
+        try:
+            _atomic_write(self.root / check_name("model", name) / VERIFIED_FILE, version + "\n")
+        except OSError:
+            return False
+        return True
+
+    def broken_versions(self, name: str) -> dict[str, str]:
+        """Versions whose manifest cannot be read, with the reason."""
+        out = {}
+        for version in self.versions(name):
+            path = self.version_dir(name, version) / MANIFEST_FILE
+            try:
+                st = os.lstat(path)
+                signature = (st.st_ino, st.st_mtime_ns, st.st_size, st.st_mode)
+            except OSError:
+                continue
+            cached = self._manifest_checks.get((name, version))
+            if cached is None or cached[0] != signature:
+                try:
+                    self.manifest(name, version)
+                    cached = (signature, None)
+                except StoreEntryBroken as exc:
+                    cached = (signature, exc.message)
+                except PredictorError:
+                    continue
+                self._manifest_checks[(name, version)] = cached
+            if cached[1] is not None:
+                out[version] = cached[1]
+        return out
 
     def version_dir(self, name: str, version: str) -> Path:
         return self.root / name / version
 
     def manifest(self, name: str, version: str) -> Manifest:
+        """The parsed manifest; 404 when unknown, StoreEntryBroken (503) when unreadable."""
         if name not in self.names():
             raise not_found("model_not_found", f"model {name!r} not found in the store")
-        directory = self.version_dir(name, version)
-        if not NAME_PATTERN.match(version) or not (directory / MANIFEST_FILE).is_file():
+        if not NAME_PATTERN.match(version) or version not in self.versions(name):
             raise not_found(
                 "version_not_found",
                 f"model {name!r} has no version {version!r}; "
                 f"available: {', '.join(self.versions(name)) or 'none'}",
             )
-        return Manifest.read(directory)
+        path = self.version_dir(name, version) / MANIFEST_FILE
+        data = self._read(path, MANIFEST_MAX_BYTES, "bad_manifest")
+        text = _decode(data, f"{name}/{version}/{MANIFEST_FILE}", "bad_manifest")
+        try:
+            manifest = Manifest.model_validate_json(text)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(part) for part in first["loc"]) or "document"
+            raise StoreEntryBroken(
+                "bad_manifest",
+                f"{name} version {version}: manifest is not valid ({where}: {first['msg']})",
+            ) from None
+        if manifest.name != name or manifest.version != version:
+            raise StoreEntryBroken(
+                "bad_manifest",
+                f"{name} version {version}: manifest names {manifest.name} "
+                f"version {manifest.version}",
+            )
+        return manifest
 
     def history(self, name: str) -> list[str]:
         try:
-            text = (self.root / name / HISTORY_FILE).read_text()
+            data = self._read(self.root / name / HISTORY_FILE, HISTORY_MAX_BYTES, "bad_history")
         except FileNotFoundError:
             return []
+        text = _decode(data, f"{name}: history", "bad_history")
         return [line.strip() for line in text.splitlines() if line.strip()]
+
+    # --- safe reads --------------------------------------------------------
+    def _inside(self, path: Path) -> bool:
+        """True when ``path``, symlinks resolved, stays inside the store root."""
+        root = os.path.realpath(self.root)
+        return os.path.realpath(path).startswith(root + os.sep)
+
+    def _is_dir(self, path: Path) -> bool:
+        try:
+            return stat.S_ISDIR(os.stat(path).st_mode) and self._inside(path)
+        except OSError:
+            return False
+
+    def _read(self, path: Path, limit: int, kind: str) -> bytes:
+        """A regular file's bytes; FileNotFoundError when absent, StoreEntryBroken otherwise.
+
+        Opened O_NONBLOCK and checked with fstat on the descriptor: a FIFO or device
+        swapped in between a check and the open still never blocks or gets read.
+        """
+        where = os.path.relpath(path, self.root)
+        if not os.path.lexists(path):
+            raise FileNotFoundError(path)
+        if not self._inside(path):
+            raise StoreEntryBroken(kind, f"{where} leaves the model store (symlink)")
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY)
+        except FileNotFoundError:
+            raise
+        except OSError as exc:
+            raise StoreEntryBroken(kind, f"{where} cannot be opened: {exc.strerror}") from None
+        try:
+            mode = os.fstat(fd).st_mode
+            if not stat.S_ISREG(mode):
+                raise StoreEntryBroken(kind, f"{where} is a {_file_kind(mode)}, not a file")
+            with os.fdopen(os.dup(fd), "rb") as fh:
+                data = fh.read(limit + 1)
+        except OSError as exc:
+            raise StoreEntryBroken(kind, f"{where} cannot be read: {exc.strerror}") from None
+        finally:
+            os.close(fd)
+        if len(data) > limit:
+            raise StoreEntryBroken(kind, f"{where} is larger than {limit} bytes")
+        return data
+
+    def _pointer(self, name: str, file_name: str) -> str | None:
+        """The version a pointer file names: None when absent, StoreEntryBroken when bad."""
+        kind = "bad_current" if file_name == CURRENT_FILE else "bad_entry"
+        try:
+            data = self._read(self.root / name / file_name, POINTER_MAX_BYTES, kind)
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        value = _decode(data, f"{name}/{file_name}", kind).strip()
+        if not value:
+            return None
+        if not NAME_PATTERN.match(value) or value in RESERVED_NAMES:
+            raise StoreEntryBroken(
+                kind, f"{name}/{file_name} names {value[:80]!r}, which is not a version name"
+            )
+        return value
 
     # --- writing ---------------------------------------------------------
     def next_version(self, name: str) -> str:
@@ -117,31 +289,77 @@ class ModelStore:
         return target
 
     def promote(self, name: str, version: str) -> None:
-        """Point ``current`` at an existing version, atomically."""
-        self.manifest(name, version)  # raises when unknown
+        """Point ``current`` at an existing version and append it to ``history``, atomically."""
+        self.manifest(name, version)  # raises when unknown or unreadable
         model_dir = self.root / name
-        _atomic_write(model_dir / CURRENT_FILE, version + "\n")
-        with open(model_dir / HISTORY_FILE, "a") as fh:
-            fh.write(version + "\n")
+        with self._locked(name):
+            history = self.history(name)
+            _atomic_write(model_dir / HISTORY_FILE, "".join(v + "\n" for v in [*history, version]))
+            _atomic_write(model_dir / CURRENT_FILE, version + "\n")
 
     def rollback(self, name: str) -> str:
         """Promote the version that was current before the present one; returns it."""
-        current = self.current(name)
-        if current is None:
-            raise not_found("model_not_found", f"model {name!r} has no current version")
-        history = self.history(name)
-        known = set(self.versions(name))
-        # Drop the present version (and anything since deleted) off the end of the history.
-        while history and (history[-1] == current or history[-1] not in known):
-            history.pop()
-        if history:
+        if name not in self.names():
+            raise not_found("model_not_found", f"model {name!r} not found in the store")
+        with self._locked(name):
+            current = self._pointer(name, CURRENT_FILE)
+            if current is None:
+                raise not_found("model_not_found", f"model {name!r} has no current version")
+            history = self.history(name)
+            known = set(self.versions(name))
+            # Drop the present version (and anything since deleted) off the end of the history.
+            while history and (history[-1] == current or history[-1] not in known):
+                history.pop()
+            if not history:
+                raise PredictorError(
+                    409,
+                    "no_previous_version",
+                    f"model {name!r} has no earlier version to roll back to",
+                )
             target = history[-1]
-            _atomic_write(self.root / name / CURRENT_FILE, target + "\n")
+            # history first: a crash in between leaves a history that rollback can still walk.
             _atomic_write(self.root / name / HISTORY_FILE, "\n".join(history) + "\n")
+            _atomic_write(self.root / name / CURRENT_FILE, target + "\n")
             return target
-        raise PredictorError(
-            409, "no_previous_version", f"model {name!r} has no earlier version to roll back to"
-        )
+
+    @contextmanager
+    def _locked(self, name: str) -> Iterator[None]:
+        """An exclusive flock on ``<name>/.lock``: promote and rollback never interleave."""
+        path = self.root / check_name("model", name) / LOCK_FILE
+        flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+        try:
+            fd = os.open(path, flags, 0o644)
+        except OSError as exc:
+            if exc.errno not in (errno.ELOOP, errno.ENXIO):
+                raise
+            raise StoreEntryBroken("bad_entry", f"{name}/{LOCK_FILE}: {exc.strerror}") from None
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise StoreEntryBroken("bad_entry", f"{name}/{LOCK_FILE} is not a regular file")
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # closing releases the lock
+
+
+def _decode(data: bytes, where: str, kind: str) -> str:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise StoreEntryBroken(kind, f"{where} is not UTF-8 (byte {exc.start})") from None
+
+
+def _file_kind(mode: int) -> str:
+    for test, label in (
+        (stat.S_ISDIR, "directory"),
+        (stat.S_ISFIFO, "FIFO"),
+        (stat.S_ISSOCK, "socket"),
+        (stat.S_ISCHR, "character device"),
+        (stat.S_ISBLK, "block device"),
+    ):
+        if test(mode):
+            return label
+    return "special file"
 
 
 def _atomic_write(path: Path, text: str) -> None:

@@ -143,7 +143,9 @@ def _row_from_object(i: int, row: dict[str, Any], features: list[Feature]) -> li
 def _numeric_array(rows: list[list[Any]], features: list[Feature]) -> np.ndarray:
     # Fast path: plain numbers only (bool is an int subclass, so check the exact type).
     if not all(type(v) is float or type(v) is int for row in rows for v in row):
-        _explain_numeric(rows, features)  # raises unless the odd values are bools in bool columns
+        _explain_numeric(rows, features)  # raises unless the odd values are allowed there
+        # null is a missing value (NaN) in a nullable column; _explain_numeric refused the rest.
+        rows = [[np.nan if v is None else v for v in row] for row in rows]
     try:
         array = np.array(rows, dtype=np.float64)
     except OverflowError as exc:
@@ -164,6 +166,9 @@ def _explain_numeric(rows: list[list[Any]], features: list[Feature]) -> None:
                 continue
             if t is float or t is int:
                 continue
+            if value is None:
+                _check_missing(i, feature)
+                continue
             expected = "true or false" if feature.type == "bool" else "a number"
             raise bad_input(
                 "invalid_type",
@@ -171,11 +176,23 @@ def _explain_numeric(rows: list[list[Any]], features: list[Feature]) -> None:
             )
 
 
+def _check_missing(i: int, feature: Feature) -> None:
+    """A missing value is fine where the manifest says so; else the exact reason."""
+    if feature.nullable:
+        return
+    raise bad_input(
+        "missing_value",
+        f'row {i}, feature "{feature.name}": a value is required (got a missing value); '
+        "this feature is not nullable: the model was published from data without missing "
+        "values here and does not accept NaN for it",
+    )
+
+
 def _check_types_exact(array: np.ndarray, features: list[Feature]) -> None:
     for j, feature in enumerate(features):
         if feature.type == "int":
             column = array[:, j]
-            bad = np.flatnonzero(column != np.round(column))
+            bad = np.flatnonzero((column != np.round(column)) & ~np.isnan(column))
             if bad.size:
                 raise bad_input(
                     "invalid_type",
@@ -184,7 +201,7 @@ def _check_types_exact(array: np.ndarray, features: list[Feature]) -> None:
                 )
         elif feature.type == "bool":
             column = array[:, j]
-            bad = np.flatnonzero((column != 0) & (column != 1))
+            bad = np.flatnonzero((column != 0) & (column != 1) & ~np.isnan(column))
             if bad.size:
                 raise bad_input(
                     "invalid_type",
@@ -196,7 +213,16 @@ def _check_types_exact(array: np.ndarray, features: list[Feature]) -> None:
 def _check_finite(array: np.ndarray, features: list[Feature]) -> None:
     if np.isfinite(array).all():
         return
-    i, j = (int(x) for x in np.argwhere(~np.isfinite(array))[0])
+    bad = ~np.isfinite(array)
+    nullable = np.array([f.nullable for f in features], dtype=bool)
+    if nullable.any():
+        # NaN is a missing value in a nullable column; infinities never are.
+        bad &= ~(np.isnan(array) & nullable)
+        if not bad.any():
+            return
+    i, j = (int(x) for x in np.argwhere(bad)[0])
+    if np.isnan(array[i, j]):
+        _check_missing(i, features[j])
     raise bad_input(
         "non_finite_value",
         f'row {i}, feature "{features[j].name}": expected a finite number, got {array[i, j]}',
@@ -204,9 +230,14 @@ def _check_finite(array: np.ndarray, features: list[Feature]) -> None:
 
 
 def _mixed_array(rows: list[list[Any]], features: list[Feature]) -> np.ndarray:
+    missing: list[tuple[int, int]] = []
     for i, row in enumerate(rows):
-        for feature, value in zip(features, row, strict=True):
+        for j, (feature, value) in enumerate(zip(features, row, strict=True)):
             t = type(value)
+            if value is None or (t is float and value != value):  # null, or NaN from a tensor
+                _check_missing(i, feature)
+                missing.append((i, j))
+                continue
             if feature.type == "string":
                 # Unseen categories are the model's business (OneHotEncoder handle_unknown).
                 ok, expected = t is str, "a string"
@@ -225,6 +256,8 @@ def _mixed_array(rows: list[list[Any]], features: list[Feature]) -> np.ndarray:
                 )
     array = np.empty((len(rows), len(features)), dtype=object)
     array[:] = rows
+    for i, j in missing:
+        array[i, j] = np.nan  # what pandas reads for a missing cell, and what imputers look for
     return array
 
 

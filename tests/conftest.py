@@ -1,4 +1,11 @@
-"""Fixtures that compose: demo store -> settings -> app -> client."""
+"""Fixtures that compose (demo store -> settings -> app -> client), and the test kinds.
+
+Every test file lives in one of tests/unit (pure functions, no app), tests/app (the
+in-process Flask test client), tests/stack (real servers: gunicorn, nginx, redis,
+Prometheus...) or tests/deploy (compose/podman, kubectl, monitoring, the browser, load
+runners). Each test gets its directory's marker here, so a file cannot forget one:
+``pytest -m "unit or app"`` (``make test-fast``) is the inner loop.
+"""
 
 from __future__ import annotations
 
@@ -14,8 +21,37 @@ from service.demo import train_demo
 from service.settings import Settings
 from service.store import ModelStore
 
-IRIS_ROW = [5.1, 3.5, 1.4, 0.2]
-IRIS_FEATURES = ["sepal length (cm)", "sepal width (cm)", "petal length (cm)", "petal width (cm)"]
+# Re-exported: ``from tests.conftest import IRIS_ROW`` keeps working; new code imports
+# from tests.helpers.
+from tests.helpers import IRIS_FEATURES, IRIS_ROW, IRIS_ROWS  # noqa: F401
+
+TESTS = Path(__file__).resolve().parent
+KINDS = ("unit", "app", "stack", "deploy")
+# A unit test builds no app: these fixtures mean the file belongs in tests/app.
+APP_FIXTURES = {"app", "client"}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark each test by its directory; refuse a test file outside the four kinds."""
+    misplaced: set[str] = set()
+    for item in items:
+        path = Path(str(item.path)).resolve()
+        try:
+            kind = path.relative_to(TESTS).parts[0]
+        except ValueError:  # a test outside tests/ (given on the command line)
+            continue
+        if kind not in KINDS:
+            misplaced.add(
+                f"{path.relative_to(TESTS.parent)}: not under tests/{{{','.join(KINDS)}}}/"
+            )
+            continue
+        if kind == "unit" and APP_FIXTURES & set(getattr(item, "fixturenames", ())):
+            misplaced.add(f"{item.nodeid}: uses the app; move it to tests/app/")
+        item.add_marker(getattr(pytest.mark, kind))
+    if misplaced:
+        raise pytest.UsageError(
+            "test files in the wrong place:\n  " + "\n  ".join(sorted(misplaced))
+        )
 
 
 @pytest.fixture(autouse=True)

@@ -1,7 +1,7 @@
 """Faults and abuse under load: what breaks, what is lost, how fast it comes back.
 
     python -m tools.chaos                  # make chaos: the full form (~5 minutes)
-    python -m tools.chaos --short          # what tests/test_chaos.py runs (~1.5 minutes)
+    python -m tools.chaos --short          # what tests/deploy/test_chaos.py runs (~1.5 minutes)
     python -m tools.chaos --only redis,promote --keep-run-dir run/chaos
 
 The stack, every server on a free loopback port: redis-server; two gunicorn
@@ -46,6 +46,7 @@ from typing import Any
 
 import requests
 
+from service.worker import STOP_FILE_ENV, StopPoints
 from tools.load_scenarios import (
     Answer,
     Load,
@@ -461,6 +462,8 @@ class Chaos:
         self.cfg, self.run, self.cleanup = cfg, run, cleanup
         self.rows: list[Row] = []
         self.problems: list[str] = []  # about the run as a whole
+        # Row key -> a check over that row's load answers, run once Locust has finished.
+        self.answer_checks: dict[str, Callable[[Row, list[Answer]], None]] = {}
         self.marker = run / "pickle-ran-a-command"
         self.api_keys = {"alice": secrets.token_urlsafe(32)}
         self.admin_token = secrets.token_urlsafe(32)
@@ -499,9 +502,11 @@ class Chaos:
             "PREDICTOR_CACHE_SHARED_MIN_US": "0",
             "PREDICTOR_LOG_LEVEL": "info",
         }
+        # The worker-kill row stops a worker at a chosen point of a request (test only).
+        self.stops = StopPoints(run / "stop-point")
         self.pods = [
             Gunicorn(run, self.store, name=f"pod-{n}", workers=2, redis_url=self.redis.url,
-                     env=env, inherit_settings=False)
+                     env={**env, STOP_FILE_ENV: str(self.stops.path)}, inherit_settings=False)
             for n in "ab"
         ]  # fmt: skip
         keyed_store = run / "models-keyed"
@@ -615,6 +620,8 @@ class Chaos:
             row.requests = len(mine)
             row.failed = sum(1 for a in mine if a.error is not None)
             row.p99_ms = percentile([a.ms for a in mine], 0.99)
+            if row.key in self.answer_checks:  # a row that checks what clients saw when
+                self.answer_checks[row.key](row, mine)
             if not mine:
                 row.problems.append("no load request fell in this fault's time")
             if row.failed:
@@ -724,32 +731,12 @@ class Chaos:
         )
 
     # --- gunicorn -------------------------------------------------------------
-    def _kill_mid_request(self, pod: Gunicorn, from_us: bool, timeout: float = 20.0) -> int:
-        """SIGKILL a worker of ``pod`` while it holds a request: one of this process's
-        direct clients' (``from_us``) or one of nginx's. Returns the PID.
-
-        The worker is stopped (SIGSTOP) for a look at its sockets and let go again
-        (SIGCONT) until it holds the wanted kind; stopped, it can do nothing meanwhile.
-        """
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            for victim in sorted(pod.worker_pids()):
-                os.kill(victim, signal.SIGSTOP)
-                killed = False
-                try:
-                    table = _established_tcp(pod.port)
-                    held = [table[i][1] for i in _socket_inodes(victim) if i in table]
-                    if held:
-                        ours = {table[i][0] for i in _socket_inodes(os.getpid()) if i in table}
-                        if (held[0] in ours) == from_us:
-                            os.kill(victim, signal.SIGKILL)
-                            killed = True
-                            return victim
-                finally:
-                    if not killed:
-                        os.kill(victim, signal.SIGCONT)
-            time.sleep(0.002)
-        raise StackError(f"no worker held a {'direct' if from_us else 'nginx'} request")
+    def _holds_direct_request(self, pod: Gunicorn, worker: int) -> bool:
+        """Whether ``worker`` (stopped) holds a connection from this process (DirectClients)."""
+        table = _established_tcp(pod.port)
+        held = {table[i][1] for i in _socket_inodes(worker) if i in table}
+        ours = {table[i][0] for i in _socket_inodes(os.getpid()) if i in table}
+        return bool(held & ours)
 
     def _replaced(self, pod: Gunicorn, victim: int) -> float:
         return poll(
@@ -759,48 +746,145 @@ class Chaos:
             20, "the killed worker replaced and serving",
         )  # fmt: skip
 
+    # Points of a request's life a worker is killed at (service/worker.py stop points),
+    # what that means, and whether nginx must retry it on the other pod.
+    KILL_POINTS = (
+        ("read", "headers parsed, body unread", True),
+        ("predict", "body read, answer not built", True),
+        ("write", "answer built, not yet sent", True),
+        ("written", "answer handed to the kernel", False),
+    )
+
+    def _kill_at(
+        self,
+        point: str,
+        wanted: Callable[[Gunicorn, int], bool] | None = None,
+        timeout: float = 30.0,
+    ) -> tuple[Gunicorn, int, float]:
+        """Arm ``point`` on both pods, wait for a request to stop a worker there, SIGKILL
+        it: (its pod, its PID, when). A stopped worker ``wanted`` refuses is let go
+        (SIGCONT: its request goes on unharmed) and the point armed again."""
+        deadline = time.monotonic() + timeout
+        try:
+            while True:
+                self.stops.arm(point)
+                poll(lambda: self.stops.stopped_worker() is not None,
+                     max(0.1, deadline - time.monotonic()), f"a worker stopped at {point!r}",
+                     0.005)  # fmt: skip
+                victim = self.stops.stopped_worker()
+                assert victim is not None
+                pod = next(p for p in self.pods if victim in p.worker_pids())
+                if wanted is None or wanted(pod, victim):
+                    os.kill(victim, signal.SIGKILL)
+                    return pod, victim, time.time()
+                self.stops.clear()
+                os.kill(victim, signal.SIGCONT)
+        finally:
+            self.stops.clear()
+
     def worker_kill(self, row: Row) -> None:
         pod = self.pods[1]
         with DirectClients(pod.url) as direct:
             time.sleep(0.3)
             # 1: a worker holding a request of a client that calls gunicorn directly.
-            first = self._kill_mid_request(pod, from_us=True)
+            _, first, _ = self._kill_at(
+                "predict", lambda p, w: p is pod and self._holds_direct_request(p, w)
+            )
             self._replaced(pod, first)
             time.sleep(0.3)
             lost = Counter(r for r in direct.results if r)
             direct_seen = len(direct.results)
-        # 2: a worker holding a request nginx sent it.
-        killed = time.time()
-        second = self._kill_mid_request(pod, from_us=False)
-        replaced = self._replaced(pod, second)
-        back = self.rotation([pod], replaced)
-        row.recover_s, row.recover_what = back - killed, "back in nginx's rotation"
-        retried = [
-            e for e in self.access.between(killed)
-            if e["upstream_addr"].startswith(f"{pod.address}, ")
-        ]  # fmt: skip
         n_lost = sum(lost.values())
-        row.figures.update(
-            direct_requests=direct_seen, direct_failed=n_lost, nginx_retried=len(retried),
-            replaced_s=replaced - killed,
-        )  # fmt: skip
         if n_lost > 1:
             row.problems.append(f"{n_lost} direct requests failed ({dict(lost)}), expected <= 1")
-        if not retried:
-            row.problems.append("nginx logged no retry of the killed worker's request")
-        for victim in (first, second):
+
+        # 2: workers holding a load request through nginx, killed at each point of its life.
+        kills: dict[str, dict[str, Any]] = {}
+        started = time.time()
+        for point, _, retried_expected in self.KILL_POINTS:
+            victim_pod, victim, killed = self._kill_at(point)
+            other = next(p for p in self.pods if p is not victim_pod)
+            replaced = self._replaced(victim_pod, victim)
+            back = self.rotation([victim_pod], replaced)
+            time.sleep(0.2)  # the last lines of the access log
+            around = [
+                e for e in self.access.between(killed - 1.0, back)
+                if e["upstream_addr"].startswith(victim_pod.address)
+            ]  # fmt: skip
+            retried = [
+                e for e in around
+                if e["upstream_addr"] == f"{victim_pod.address}, {other.address}"
+            ]  # fmt: skip
+            bad = [e for e in around if e["status"] != 200 or e.get("truncated") != "false"]
+            kills[point] = {
+                "pid": victim, "pod": victim_pod.name, "killed": killed,
+                "retried": len(retried),
+                "retried_status": sorted({e["upstream_status"] for e in retried}),
+                "logged": len(around), "bad_log": len(bad), "replaced_s": replaced - killed,
+                "back_s": back - killed,
+            }  # fmt: skip
+            if retried_expected and not retried:
+                row.problems.append(f"{point}: nginx logged no retry of the killed request")
+            if not retried_expected and retried:
+                row.problems.append(f"{point}: nginx retried {len(retried)} answered requests")
+            if bad:
+                row.problems.append(
+                    f"{point}: {len(bad)} access-log lines of {victim_pod.name} not a whole 200: "
+                    + "; ".join(f"{e['status']} truncated={e.get('truncated')}" for e in bad[:3])
+                )
             if pid_alive(victim):
-                row.problems.append(f"worker {victim} still alive")
+                row.problems.append(f"{point}: worker {victim} still alive")
+        if pid_alive(first):
+            row.problems.append(f"worker {first} still alive")
+        row.recover_s = max(k["back_s"] for k in kills.values())
+        row.recover_what = "slowest back in nginx's rotation"
+        row.figures.update(
+            direct_requests=direct_seen, direct_failed=n_lost,
+            nginx_retried=sum(k["retried"] for k in kills.values()),
+            replaced_s=max(k["replaced_s"] for k in kills.values()), kills=kills,
+            kills_took_s=time.time() - started,
+        )  # fmt: skip
+        self.answer_checks[row.key] = self._check_kill_answers
+        said = "; ".join(
+            f"**{point}** ({what}): "
+            + (
+                f"nginx retried it on the other pod ({', '.join(kills[point]['retried_status'])})"
+                if kills[point]["retried"]
+                else "not retried: the killed worker's answer was out"
+            )
+            for point, what, _ in self.KILL_POINTS
+        )
         row.notes = (
-            "two workers killed mid-request. One held a request of a client calling gunicorn "
-            f"directly: {n_lost} of {direct_seen} direct requests failed"
+            "a worker holding a request of a client calling gunicorn directly: "
+            f"{n_lost} of {direct_seen} direct requests failed"
             + (f" ({', '.join(lost)})" if lost else "")
-            + ", the one it held: a sync worker holds one request, and connections still "
-            "queued wait on the master's socket for the other worker. The other held an "
-            f"nginx request: nginx retried it on the other pod ({len(retried)} retried; "
-            "`proxy_next_upstream error`, safe as predictions are pure), so no load request "
-            f"failed. The master forked a replacement in {replaced - killed:.2f} s; nginx kept "
-            "the pod out for its fail_timeout (5 s, max_fails=1)"
+            + " (the one it held; nothing retries without nginx). Then one worker killed "
+            f"(SIGKILL) at each point of a load request's life: {said}. "
+            "Each answer leaves a worker in one write (service/worker.py), so no kill left a "
+            "client a 200 with a broken body; every access-log line of the killed pod around "
+            "each kill is a whole 200 (`truncated` false)"
+        )
+
+    def _check_kill_answers(self, row: Row, answers: list[Answer]) -> None:
+        """Every load request around each kill (sent within 1 s of it, or in flight then):
+        a 200 with a complete, parseable answer (what the Locust user checks)."""
+        counts = {}
+        for point, info in row.figures.get("kills", {}).items():
+            t = info["killed"]
+            near = [a for a in answers if t - 1.0 <= a.start <= t + 1.0
+                    or a.start <= t <= a.start + a.ms / 1000]  # fmt: skip
+            broken = [a for a in near if a.error is not None or a.status != 200]
+            counts[point] = len(near)
+            info.update(near=len(near), near_failed=len(broken))
+            if not near:
+                row.problems.append(f"{point}: no load request around the kill")
+            if broken:
+                row.problems.append(
+                    f"{point}: {len(broken)} of {len(near)} requests around the kill broken: "
+                    + ", ".join(sorted({str(a.error) for a in broken})[:3])
+                )
+        row.notes += "; load requests within 1 s of each kill, all 200 with a whole answer: " + (
+            ", ".join(f"{p} {n}" for p, n in counts.items())
         )
 
     def master_restart(self, row: Row) -> None:

@@ -21,6 +21,7 @@ import grp
 import json
 import os
 import re
+import secrets
 import shutil
 import signal
 import socket
@@ -369,13 +370,16 @@ class ManagedProcess:
         self.stop()
 
 
-def _redis_command(port: int, *args: str, timeout: float = 1.0) -> bytes:
-    """Send one command in RESP and return the raw first reply line."""
-    payload = f"*{len(args)}\r\n".encode()
-    for a in args:
-        b = a.encode()
-        payload += b"$%d\r\n%s\r\n" % (len(b), b)
-    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+def _redis_command(
+    port: int, *args: str, timeout: float = 1.0, password: str | None = None
+) -> bytes:
+    """Send one command in RESP (after AUTH when a password is given); its raw first line."""
+
+    def call(s: socket.socket, *words: str) -> bytes:
+        payload = f"*{len(words)}\r\n".encode()
+        for a in words:
+            b = a.encode()
+            payload += b"$%d\r\n%s\r\n" % (len(b), b)
         s.sendall(payload)
         reply = b""
         while not reply.endswith(b"\r\n"):
@@ -383,20 +387,54 @@ def _redis_command(port: int, *args: str, timeout: float = 1.0) -> bytes:
             if not chunk:
                 break
             reply += chunk
-    return reply.strip()
+        return reply.strip()
+
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        if password is not None:
+            answer = call(s, "AUTH", password)
+            if answer != b"+OK":
+                return answer
+        return call(s, *args)
 
 
 class RedisServer(ManagedProcess):
-    """A throwaway redis-server on 127.0.0.1 with no persistence."""
+    """A throwaway redis-server on 127.0.0.1 with no persistence.
+
+    With ``password`` it requires AUTH (``requirepass``, from a 0600 config file so
+    the password is not on the command line); ``password_file`` holds it for
+    ``PREDICTOR_REDIS_PASSWORD_FILE``. ``url`` never carries it.
+    """
 
     name = "redis"
     executable = "redis-server"
 
     def __init__(
-        self, run_dir: Path | str, port: int | None = None, name: str | None = None
+        self,
+        run_dir: Path | str,
+        port: int | None = None,
+        name: str | None = None,
+        password: str | None = None,
     ) -> None:
         super().__init__(run_dir, name)
         self.port = port or free_port()
+        self.password = password
+
+    @property
+    def password_file(self) -> Path | None:
+        """The password in a 0600 file (written on first use), or None without AUTH."""
+        if self.password is None:
+            return None
+        path = self.run_dir / f"{self.name}-password"
+        if not path.exists() or path.read_text() != self.password:
+            _write_private(path, self.password)
+        return path
+
+    def client_env(self) -> dict[str, str]:
+        """The PREDICTOR_* settings a service or CLI needs to reach this server."""
+        env = {"PREDICTOR_REDIS_URL": self.url}
+        if self.password_file is not None:
+            env["PREDICTOR_REDIS_PASSWORD_FILE"] = str(self.password_file)
+        return env
 
     @property
     def url(self) -> str:
@@ -406,9 +444,15 @@ class RedisServer(ManagedProcess):
         binary = require_binary("redis-server")
         data = self.run_dir / f"{self.name}-data"
         data.mkdir(parents=True, exist_ok=True)
+        config: list[str] = []
+        if self.password is not None:
+            conf = self.run_dir / f"{self.name}.conf"
+            _write_private(conf, f"requirepass {self.password}\n")
+            config = [str(conf)]
         self._spawn(
             [
                 binary,
+                *config,
                 "--port",
                 str(self.port),
                 "--bind",
@@ -434,12 +478,12 @@ class RedisServer(ManagedProcess):
 
     def ping(self) -> bool:
         try:
-            return _redis_command(self.port, "PING") == b"+PONG"
+            return _redis_command(self.port, "PING", password=self.password) == b"+PONG"
         except OSError:
             return False
 
     def command(self, *args: str) -> bytes:
-        return _redis_command(self.port, *args)
+        return _redis_command(self.port, *args, password=self.password)
 
     def pause(self, seconds: float) -> None:
         """Make every client wait ``seconds`` (CLIENT PAUSE): a slow, not a dead, Redis."""
@@ -469,12 +513,18 @@ class Gunicorn(ManagedProcess):
         env: Mapping[str, str] | None = None,
         name: str | None = None,
         inherit_settings: bool = True,
+        grpc_port: int | None = None,
     ) -> None:
-        """``inherit_settings=False`` drops PREDICTOR_* of the calling environment (tests)."""
+        """``inherit_settings=False`` drops PREDICTOR_* of the calling environment (tests).
+
+        The gRPC server starts only with ``grpc_port`` (or PREDICTOR_GRPC_BIND in ``env``):
+        a test's gunicorn must not take the default port 8001.
+        """
         super().__init__(run_dir, name)
         self.inherit_settings = inherit_settings
         self.store = Path(store).resolve()
         self.port = port or free_port()
+        self.grpc_port = grpc_port
         self.redis_url = redis_url
         self.workers = workers
         self.extra_env = dict(env or {})
@@ -486,6 +536,10 @@ class Gunicorn(ManagedProcess):
     @property
     def address(self) -> str:
         return f"127.0.0.1:{self.port}"
+
+    @property
+    def grpc_address(self) -> str | None:
+        return f"127.0.0.1:{self.grpc_port}" if self.grpc_port else None
 
     @property
     def metrics_dir(self) -> Path:
@@ -503,6 +557,7 @@ class Gunicorn(ManagedProcess):
         self.metrics_dir.mkdir(parents=True, exist_ok=True)
         env.update(
             PREDICTOR_BIND=self.address,
+            PREDICTOR_GRPC_BIND=self.grpc_address or "",
             PREDICTOR_MODEL_STORE=str(self.store),
             PROMETHEUS_MULTIPROC_DIR=str(self.metrics_dir),
             HOME=str(home),
@@ -854,6 +909,24 @@ def train_demo(store: Path) -> None:
         raise StackError(f"predictor train-demo failed:\n{result.stdout}{result.stderr}")
 
 
+def _write_private(path: Path, text: str) -> None:
+    """Write a secret readable by its owner only (created 0600, never world-readable)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
+    os.chmod(path, 0o600)
+
+
+def stack_redis_password(run_dir: Path) -> str:
+    """The local stack's Redis password: generated once, kept in the run directory."""
+    path = run_dir / "redis-password"
+    if path.exists() and path.read_text().strip():
+        return path.read_text().strip()
+    password = secrets.token_urlsafe(32)
+    _write_private(path, password)
+    return password
+
+
 def _processes(run_dir: Path) -> list[ManagedProcess]:
     """One handle per stack member, in start order, for adopting by pid file."""
     return [
@@ -872,6 +945,7 @@ def stack_up(
     redis_port: int = 6380,
     prometheus_port: int = 9090,
     prometheus_config: Path | None = None,
+    grpc_port: int = 8001,
     store: Path | None = None,
     workers: int | None = 2,
     log: Callable[[str], None] = print,
@@ -888,6 +962,7 @@ def stack_up(
         "nginx": port,
         "nginx internal": internal_port,
         "gunicorn": api_port,
+        "gunicorn gRPC": grpc_port,
         "redis": redis_port,
     }
     if prometheus_config:
@@ -905,12 +980,23 @@ def stack_up(
 
     started: list[ManagedProcess] = []
     try:
-        redis = RedisServer(run_dir, port=redis_port).start()
+        # Redis requires AUTH here as in compose and k8s; the password never leaves run_dir.
+        redis = RedisServer(run_dir, port=redis_port, password=stack_redis_password(run_dir))
+        redis.start()
         started.append(redis)
-        log(f"redis       {redis.url}")
-        api = Gunicorn(run_dir, store, port=api_port, redis_url=redis.url, workers=workers).start()
+        log(f"redis       {redis.url}  (AUTH: password in {redis.password_file})")
+        api = Gunicorn(
+            run_dir,
+            store,
+            port=api_port,
+            redis_url=redis.url,
+            workers=workers,
+            env={"PREDICTOR_REDIS_PASSWORD_FILE": str(redis.password_file)},
+            grpc_port=grpc_port,
+        ).start()
         started.append(api)
         log(f"gunicorn    {api.url}  (PID {api.pid}, workers {len(api.worker_pids())})")
+        log(f"gRPC (OIP)  {api.grpc_address}")
         front = Nginx(run_dir, [api.address], port=port, internal_port=internal_port).start()
         started.append(front)
         log(f"nginx       {front.url}  (internal {front.internal_url})")
@@ -988,6 +1074,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=8080, help="nginx public port")
     parser.add_argument("--internal-port", type=int, default=8081, help="nginx internal port")
     parser.add_argument("--api-port", type=int, default=8000, help="gunicorn port")
+    parser.add_argument("--grpc-port", type=int, default=8001, help="gRPC (OIP) port")
     parser.add_argument("--redis-port", type=int, default=6380, help="redis-server port")
     parser.add_argument("--prometheus-port", type=int, default=9090)
     parser.add_argument(
@@ -1016,6 +1103,7 @@ def main(argv: list[str] | None = None) -> int:
                 port=args.port,
                 internal_port=args.internal_port,
                 api_port=args.api_port,
+                grpc_port=args.grpc_port,
                 redis_port=args.redis_port,
                 prometheus_port=args.prometheus_port,
                 prometheus_config=prom,

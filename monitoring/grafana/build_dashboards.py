@@ -7,8 +7,8 @@ committed (Grafana provisions it from there)::
     .venv/bin/python monitoring/grafana/build_dashboards.py --check  # exit 1 if stale
 
 Panels are written once here with complete plugin options, so every one passes
-Grafana's own JSON Schema (tests/test_monitoring_dashboards.py) and every query
-is run against a real Prometheus (tests/test_monitoring_live.py).
+Grafana's own JSON Schema (tests/deploy/test_monitoring_dashboards.py) and every query
+is run against a real Prometheus (tests/deploy/test_monitoring_live.py).
 """
 
 from __future__ import annotations

@@ -18,11 +18,12 @@ import numpy as np
 
 from .. import metrics
 from ..errors import ArtifactRejected, PredictorError
+from ..labels import class_key
 from ..manifest import Manifest
 from ..runtimes import Runtime
 from ..runtimes.selection import build_runtime
 from ..settings import Settings
-from ..store import ModelStore
+from ..store import ModelStore, StoreEntryBroken
 from ..validation import validate_rows
 
 
@@ -46,12 +47,15 @@ class LoadedModel:
         self.is_classifier = m.task == "classification"
         # Cache keys carry name, version and digest: a new version never reads old answers.
         self.cache_prefix = f"p:{m.name}:{m.version}:{m.sha256[:12]}:"
-        self.label_of: dict[Any, str] = (
-            dict(zip(m.classes, m.output_labels, strict=True))
-            if m.classes and m.output_labels
-            else {}
+        # Display names per class, for metric labels only: answers are the classes themselves.
+        classes = m.classes or []
+        self.labels: list[str] = (
+            list(m.output_labels)
+            if m.output_labels and len(m.output_labels) == len(classes)
+            else [class_key(c) for c in classes]
         )
-        self.labels: list[str] = list(m.output_labels or [])
+        self.label_of: dict[Any, str] = dict(zip(classes, self.labels, strict=True))
+        self.proba_keys: list[str] = [class_key(c) for c in classes]
         # Metric children bound once: .labels() lookups are not free on the hot path.
         self.m_inference = metrics.INFERENCE_DURATION.labels(m.name, m.version, self.runtime.name)
         self.m_rows = metrics.REQUEST_ROWS.labels(m.name)
@@ -78,6 +82,8 @@ def load_model(store: ModelStore, name: str, version: str, settings: Settings) -
     """Verify, deserialise and smoke-test one version; raises ArtifactRejected."""
     try:
         manifest = store.manifest(name, version)
+    except StoreEntryBroken as exc:  # its own reason: bad_manifest (FIFO, not UTF-8, ...)
+        raise ArtifactRejected(exc.kind, exc.message) from exc
     except PredictorError as exc:
         raise ArtifactRejected("missing_version", exc.message) from exc
     except Exception as exc:

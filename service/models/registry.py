@@ -17,7 +17,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
-from .. import metrics
+from .. import metrics, model_health
 from ..errors import ArtifactRejected, PredictorError, not_found
 from ..settings import Settings
 from ..store import ModelStore
@@ -51,7 +51,10 @@ class ModelRegistry:
         self._unloaded: set[str] = set()
         self._lock = threading.RLock()
         self.watcher = ModelWatcher(
-            self.refresh, settings.POLL_INTERVAL_SECONDS, settings.REDIS_URL
+            self.refresh,
+            settings.POLL_INTERVAL_SECONDS,
+            settings.REDIS_URL,
+            settings.redis_password,
         )
         self.publish_metrics = False  # True in serving workers (set by start_watcher)
 
@@ -76,11 +79,15 @@ class ModelRegistry:
         return [self._current[n] for n in sorted(self._current)]
 
     def ready(self) -> bool:
-        """Ready when at least one model serves and every promoted model is loaded."""
+        """Ready when a model serves and every promoted model that can serve is loaded.
+
+        A model that cannot serve (broken ``current``, refused version with no
+        last-known-good) is listed by ``status`` but never holds the others back.
+        """
         if not self._current:
             return False
         return all(
-            name in self._current or name in self._unloaded
+            name in self._current or name in self._unloaded or name in self._refused
             for name in self.store.names()
             if self.store.current(name)
         )
@@ -89,12 +96,19 @@ class ModelRegistry:
         out = []
         for name in self.store.names():
             loaded = self._current.get(name)
+            problem = self.store.problem(name)
+            refused = self._refused.get(name)
             if loaded is not None:
-                out.append(ModelStatus(name, loaded.version, "READY"))
+                reason = problem.message if problem else ""
+                if refused and not reason:
+                    reason = f"version {refused[0]} refused ({refused[1]})"
+                out.append(ModelStatus(name, loaded.version, "READY", reason))
             elif name in self._unloaded:
                 out.append(ModelStatus(name, self.store.current(name), "UNAVAILABLE", "unloaded"))
+            elif problem is not None:
+                out.append(ModelStatus(name, None, "UNAVAILABLE", problem.message))
             else:
-                version, reason = self._refused.get(name, (self.store.current(name), ""))
+                version, reason = refused or (self.store.current(name), "")
                 out.append(
                     ModelStatus(name, version, "UNAVAILABLE", reason or "no current version")
                 )
@@ -110,20 +124,37 @@ class ModelRegistry:
 
     def load_all(self) -> None:
         """Load the current version of every model in the store (at start)."""
-        for name in self.store.names():
-            if self.store.current(name):
-                self.refresh_model(name)
+        self.refresh()
 
     def refresh(self) -> None:
-        """Swap in any model whose ``current`` changed; called by the watcher."""
+        """Swap in any model whose ``current`` changed; called by the watcher.
+
+        Each model on its own: one broken model never stops the others' promotions.
+        """
         for name in self.store.names():
-            if name not in self._unloaded:
+            if name in self._unloaded:
+                continue
+            try:
                 self.refresh_model(name)
+            except Exception:
+                log.exception("model %s: refresh failed; other models unaffected", name)
+        if self.publish_metrics:
+            model_health.publish(self.store, self._refused)
 
     def refresh_model(self, name: str, force: bool = False) -> bool:
         """Load the store's current version of ``name`` if it is not serving; True if swapped."""
         wanted = self.store.current(name)
         loaded = self._current.get(name)
+        if wanted is None and loaded is None and name not in self._refused:
+            problem = self.store.problem(name)
+            if problem is not None:  # a broken pointer at start: last-known-good, tried once
+                self._refused[name] = ("", problem.message)
+                metrics.MODEL_LOAD_FAILURES.labels(name, "", problem.kind).inc()
+                good = self._last_known_good(name, "", None)
+                if good is not None:
+                    with self._lock:
+                        self._current[name] = good
+                    return True
         if wanted is None or (loaded is not None and loaded.version == wanted and not force):
             return False
         if not force and self._refused.get(name, ("", ""))[0] == wanted:
@@ -133,13 +164,18 @@ class ModelRegistry:
                 model = self.load_version(name, wanted)
             except ArtifactRejected as exc:
                 self._refuse(name, wanted, exc, serving=loaded)
-                return False
+                model = self._last_known_good(name, wanted, loaded)
             except Exception as exc:  # anything else a broken artifact can throw
                 self._refuse(name, wanted, ArtifactRejected("load_error", str(exc)), loaded)
+                model = self._last_known_good(name, wanted, loaded)
+            if model is None:
                 return False
             self._current[name] = model
-            self._refused.pop(name, None)
+            if model.version == wanted:
+                self._refused.pop(name, None)
+                self.store.mark_verified(name, wanted)
             self._unloaded.discard(name)
+        wanted = model.version
         metrics.MODEL_LOADS.labels(name, wanted).inc()
         if self.publish_metrics:
             if loaded is not None:  # multiprocess files keep old series: zero it, don't drop it
@@ -191,6 +227,23 @@ class ModelRegistry:
         self.watcher.stop()
 
     # --- internals -------------------------------------------------------
+    def _last_known_good(
+        self, name: str, refused: str, serving: LoadedModel | None
+    ) -> LoadedModel | None:
+        """After a refusal with nothing serving (a restart), the store's verified version."""
+        if serving is not None:
+            return None  # the version already serving keeps serving
+        good = self.store.verified(name)
+        if good is None or good == refused:
+            return None
+        try:
+            model = self.load_version(name, good)
+        except Exception as exc:
+            log.error("model %s: last-known-good version %s refused too (%s)", name, good, exc)
+            return None
+        log.warning("model %s: serving last-known-good version %s instead", name, good)
+        return model
+
     def _refuse(
         self, name: str, version: str, exc: ArtifactRejected, serving: LoadedModel | None
     ) -> None:

@@ -19,11 +19,16 @@ class ModelWatcher:
     """Calls ``refresh`` on a poll interval and on every Redis promotion notice."""
 
     def __init__(
-        self, refresh: Callable[[], None], poll_seconds: float, redis_url: str | None
+        self,
+        refresh: Callable[[], None],
+        poll_seconds: float,
+        redis_url: str | None,
+        redis_password: str | None = None,
     ) -> None:
         self._refresh = refresh
         self._poll_seconds = poll_seconds
         self._redis_url = redis_url
+        self._redis_password = redis_password
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self._wake = threading.Event()
@@ -39,7 +44,7 @@ class ModelWatcher:
 
             threading.Thread(
                 target=listen,
-                args=(self._redis_url, self._wake.set, self._stop),
+                args=(self._redis_url, self._wake.set, self._stop, self._redis_password),
                 name="model-notices",
                 daemon=True,
             ).start()

@@ -33,6 +33,8 @@ def readyz() -> Response:
     body: dict = {"status": readiness.status}
     if readiness.status != "draining":
         body["models"] = readiness.models
+    if readiness.unavailable:
+        body["unavailable"] = readiness.unavailable
     return json_response(body, 200 if readiness.ready else 503)
 
 

@@ -116,9 +116,13 @@ class ModelDescription(BaseModel):
     runtime_reason: str | None = None
     versions: list[ModelVersion]
     refused: Refused | None = None
+    problems: list[dict[str, str]] | None = Field(
+        None, description="What is broken in the store for this model (pointer, manifests)."
+    )
     task: Task | None = None
     estimator: str | None = None
     features: list[Feature] | None = None
+    classes: list[Any] | None = Field(None, description="What predictions answer.")
     output_labels: list[str] | None = None
     metrics: dict[str, Any] | None = None
     sample_input: list[Any] | None = None
@@ -139,6 +143,9 @@ class Liveness(BaseModel):
 class Readiness(BaseModel):
     status: Literal["ready", "not ready", "draining"]
     models: list[dict[str, Any]] | None = None
+    unavailable: list[dict[str, Any]] | None = Field(
+        None, description="Models that cannot serve (or serve an older version); not fatal."
+    )
 
 
 # --- V2 --------------------------------------------------------------------

@@ -280,8 +280,12 @@ def _from_json(where: str, datatype: str, count: int, data: Any) -> Any:
         ok, expected = (lambda v: type(v) is float or type(v) is int), "numbers"
     else:
         ok, expected = (lambda v: type(v) is int), "integers"
+    has_null = False
     for k, value in enumerate(flat):
         if not ok(value):
+            if value is None:  # a missing value: validation decides per feature (nullable)
+                has_null = True
+                continue
             raise bad_input(
                 "invalid_value",
                 f"{where}: {datatype} data must be {expected}; element {k} is "
@@ -289,6 +293,8 @@ def _from_json(where: str, datatype: str, count: int, data: Any) -> Any:
             )
     if datatype == "BYTES":
         return flat
+    if has_null:
+        return np.array([np.nan if v is None else v for v in flat], dtype=np.float64)
     try:
         return np.array(flat, dtype=NUMERIC_DTYPES[datatype])
     except OverflowError:

@@ -105,9 +105,13 @@ class CompiledRuntime(Runtime):
         sample_rows: list[list[Any]],
         held_out: Any,
         directory: Path,
+        rows_by_source: dict[str, np.ndarray] | None = None,
     ) -> CompiledRecord:
         """Build and verify the artifact in ``directory``; never raise for a model that
-        cannot compile (the record's ``reason`` says why, and no artifact is written)."""
+        cannot compile (the record's ``reason`` says why, and no artifact is written).
+
+        ``rows_by_source``: rows to verify on, from the user's data and its
+        distribution (publish_model); without them rows come from ranges."""
 
     @classmethod
     @abstractmethod

@@ -30,10 +30,12 @@ def to_estimator_input(estimator: Any, features: list[Feature], rows: Any) -> An
         for f in features:
             if f.type == "float":
                 frame[f.name] = frame[f.name].astype(float)
-            elif f.type == "int":
-                frame[f.name] = frame[f.name].astype("int64")
-            elif f.type == "bool":
-                frame[f.name] = frame[f.name].astype(bool)
+            elif f.type in ("int", "bool"):
+                column = frame[f.name].astype(float)
+                # A missing value keeps the column float (NaN), as pandas reads such data.
+                if not column.isna().any():
+                    column = column.astype("int64" if f.type == "int" else bool)
+                frame[f.name] = column
         return frame
     array = np.asarray(rows)
     if array.dtype == object and all(f.type != "string" for f in features):

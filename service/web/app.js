@@ -47,6 +47,24 @@ function formatNumber(value) {
     : value.toPrecision(4).replace(/\.?0+$/, "");
 }
 
+// A class as the service answers it (the model's own value), with its display name if any.
+function classKey(value) {
+  return typeof value === "string" ? value : JSON.stringify(value);
+}
+
+function displayName(value) {
+  const classes = (current && current.classes) || [];
+  const names = (current && current.output_labels) || [];
+  const i = classes.findIndex((c) => classKey(c) === classKey(value));
+  return i >= 0 && names[i] != null ? names[i] : classKey(value);
+}
+
+function classText(value) {
+  const key = classKey(value);
+  const name = displayName(value);
+  return name === key ? key : `${key} (${name})`;
+}
+
 // --- service and model list -------------------------------------------------
 
 async function checkService() {
@@ -106,7 +124,7 @@ function renderModel(model) {
     : "nothing: the model is not loaded";
   $("model-outputs").textContent =
     model.task === "classification"
-      ? `a label, one of ${(model.output_labels || []).join(", ")}, with probabilities`
+      ? `a class, one of ${(model.classes || []).map(classText).join(", ")}, with probabilities`
       : "a number";
   const body = $("versions-body");
   body.replaceChildren();
@@ -319,23 +337,29 @@ function renderResult(answer) {
   const box = $("result");
   box.replaceChildren();
   const value = answer.predictions[0];
+  const isClass = current && current.task === "classification";
+  const name = isClass ? displayName(value) : null;
   box.append(
     el("p", { class: "prediction-label", text: "Predicted" }),
-    el("p", { id: "prediction", class: "prediction", text: formatNumber(value) }),
-    el("p", { class: "help", text: `by ${answer.model} version ${answer.version}` }),
+    el("p", { id: "prediction", class: "prediction", text: isClass ? classKey(value) : formatNumber(value) }),
   );
+  if (name && name !== classKey(value)) {
+    box.append(el("p", { id: "prediction-name", class: "help", text: name }));
+  }
+  box.append(el("p", { class: "help", text: `by ${answer.model} version ${answer.version}` }));
   const proba = answer.probabilities && answer.probabilities[0];
   if (!proba) return;
   const list = el("ul", { id: "probabilities", class: "probabilities" });
   const sorted = Object.entries(proba).sort((a, b) => b[1] - a[1]);
-  for (const [label, p] of sorted) {
+  for (const [key, p] of sorted) {
     const bar = el("span", { class: "bar" });
     bar.style.width = `${Math.max(0.5, p * 100).toFixed(1)}%`; // CSSOM, allowed by the CSP
+    const cls = (current.classes || []).find((c) => classKey(c) === key);
     list.append(
       el(
         "li",
-        label === String(value) ? { class: "top-class" } : {},
-        el("span", { class: "proba-label", text: label }),
+        key === classKey(value) ? { class: "top-class" } : {},
+        el("span", { class: "proba-label", text: cls === undefined ? key : classText(cls) }),
         el("span", { class: "track" }, bar),
         el("span", { class: "proba-value", text: `${(p * 100).toFixed(1)}%` }),
       ),

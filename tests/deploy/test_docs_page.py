@@ -12,7 +12,7 @@ import pytest
 import requests
 from playwright.sync_api import expect, sync_playwright
 
-from ..test_web_page import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS
+from .test_web_page import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS
 from ..v2_server import shared_server
 
 

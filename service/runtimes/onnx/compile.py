@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from .safety import graph_problems
 from .verify import (
     Verification,
     _Feature,
@@ -31,6 +32,7 @@ from .verify import (
     _has_strings,
     _refused,
     _unseen_rows,
+    as_rows,
     check_rows,
     sklearn_outputs,
     verify_graph,
@@ -86,6 +88,9 @@ def convert(estimator: Any, features: list[Any], task: str, layout: str, dtype: 
         target_opset=TARGET_OPSET,
     )
     trees.finalize(model)
+    from .imputer import replace_imputers
+
+    replace_imputers(model, np.float32 if dtype == "float32" else np.float64)
     if len(model.graph.input) != len(columns):
         raise ValueError(f"graph has {len(model.graph.input)} inputs for {len(columns)} expected")
     has_proba = task == "classification" and hasattr(estimator, "predict_proba")
@@ -125,6 +130,7 @@ def compile_estimator(
     feature_ranges: list | None = None,
     random_rows: int = 100_000,
     seed: int = 0,
+    rows_by_source: dict[str, np.ndarray] | None = None,
 ) -> tuple[bytes | None, Verification]:
     """Convert ``estimator`` to ONNX and verify it; ``(bytes, ok)`` or ``(None, why)``.
 
@@ -134,14 +140,22 @@ def compile_estimator(
     ``feature_ranges``: per feature, (min, max) for numbers or the categories
     for strings; defaults to the features' minimum / maximum / categories, then
     the fitted encoders' categories, then the sample and held-out rows.
+    ``rows_by_source``: the verification rows themselves, by source (the user's
+    data and rows drawn from its distribution, see service/verification_data.py);
+    when given, no rows are drawn from ranges.
     Never raises for a model that cannot compile: the reason is in the result.
     """
     feats = _features(features)
     first_dtype = _input_dtype(feats, "float64")
     try:
-        rows, by_source = check_rows(
-            estimator, feats, sample_rows, held_out, feature_ranges, random_rows, seed
-        )
+        if rows_by_source is not None:
+            blocks = [as_rows(block, feats) for block in rows_by_source.values() if len(block)]
+            rows = np.concatenate(blocks)
+            by_source = {k: len(v) for k, v in rows_by_source.items()}
+        else:
+            rows, by_source = check_rows(
+                estimator, feats, sample_rows, held_out, feature_ranges, random_rows, seed
+            )
     except (ValueError, TypeError) as exc:
         return None, _refused(f"cannot build verification rows: {exc}", first_dtype, seed=seed)
 
@@ -156,6 +170,10 @@ def compile_estimator(
         except Exception as exc:  # skl2onnx raises many types for "cannot convert"
             message = f"conversion failed: {type(exc).__name__}: {_first_line(exc)}"
             failures.setdefault(message, []).append(label)
+            continue
+        unsafe = graph_problems(onnx_bytes)  # the same refusal as at load
+        if unsafe:
+            failures.setdefault(f"graph refused: {'; '.join(unsafe[:3])}", []).append(label)
             continue
         verification = verify_graph(onnx_bytes, estimator, feats, task, rows)
         verification.rows_by_source = dict(by_source)

@@ -56,9 +56,10 @@ class OnnxRuntime(CompiledRuntime):
     """
 
     name = "onnx"
-    # Verified on rows without missing values only: nullable features serve with sklearn.
+    # NaN passes through to the graph; usable() still requires that verification at
+    # publish included missing values for every nullable feature.
     capabilities = Capabilities(
-        probabilities=True, missing_values=False, needs_estimator=False, auto=True
+        probabilities=True, missing_values=True, needs_estimator=False, auto=True
     )
 
     def __init__(
@@ -93,7 +94,17 @@ class OnnxRuntime(CompiledRuntime):
         if not record:
             return False, "no compiled graph was published"
         if not record.ok or not record.sha256:
+            if not record.rows_checked and record.reason:  # never compiled (e.g. no data)
+                return False, record.reason
             return False, f"the graph failed verification at publish: {record.reason}"
+        nullable = [f.name for f in manifest.features if f.nullable]
+        checked = set(getattr(record, "missing_values_verified", None) or [])
+        unchecked = [n for n in nullable if n not in checked]
+        if unchecked:
+            return False, (
+                f"the graph was not verified on missing values of {', '.join(unchecked)}, "
+                "which may be missing"
+            )
         from .verify import runtime_version
 
         if record.runtime_version != runtime_version():
@@ -107,14 +118,17 @@ class OnnxRuntime(CompiledRuntime):
     def load(cls, version_dir: Path, manifest: Manifest, settings: Settings) -> OnnxRuntime:
         """The signed, digest-checked graph; the estimator is never unpickled."""
         from ...artifacts import artifact_path, check_digest, check_signature
+        from .safety import check_graph
 
         record = manifest.compiled
         assert record is not None and record.sha256  # usable() said so
         path = artifact_path(version_dir, manifest, record.artifact or ARTIFACT)
         check_digest(path, record.sha256)
         check_signature(manifest, settings.signing_key)
+        graph = path.read_bytes()
+        check_graph(graph)  # no external data, no foreign operator domain: before onnxruntime
         return cls(
-            path.read_bytes(),
+            graph,
             manifest.features,
             manifest.task,
             manifest.classes,
@@ -131,6 +145,7 @@ class OnnxRuntime(CompiledRuntime):
         sample_rows: list[list[Any]],
         held_out: Any,
         directory: Path,
+        rows_by_source: dict[str, np.ndarray] | None = None,
     ) -> CompiledRecord:
         """Convert to ONNX and verify it against the estimator; write ``model.onnx`` if ok."""
         from ...manifest import CompiledRecord
@@ -138,9 +153,16 @@ class OnnxRuntime(CompiledRuntime):
         from .compile import compile_estimator
 
         graph, verification = compile_estimator(
-            estimator, features, task=task, sample_rows=sample_rows, held_out=held_out
+            estimator,
+            features,
+            task=task,
+            sample_rows=sample_rows,
+            held_out=held_out,
+            rows_by_source=rows_by_source,
         )
         record = CompiledRecord(**verification.to_dict())
+        # Which nullable features the rows really left missing: only those may serve compiled.
+        record.missing_values_verified = _missing_checked(features, rows_by_source)
         if graph is not None:
             path = directory / ARTIFACT
             path.write_bytes(graph)
@@ -285,3 +307,26 @@ def _label_map(classes: np.ndarray, label_type: str):
         return classes[order[pos]]
 
     return to_classes
+
+
+def _missing_checked(
+    features: list[Any], rows_by_source: dict[str, np.ndarray] | None
+) -> list[str]:
+    """Names of the features the verification rows held missing values (NaN) for."""
+    if not rows_by_source:
+        return []
+    out = []
+    for j, f in enumerate(features):
+        name = f["name"] if isinstance(f, dict) else f.name
+        for block in rows_by_source.values():
+            if not len(block):
+                continue
+            column = block[:, j]
+            if column.dtype == object:
+                missing = any(isinstance(v, float) and v != v for v in column.tolist())
+            else:
+                missing = bool(np.isnan(column.astype(np.float64)).any())
+            if missing:
+                out.append(name)
+                break
+    return out

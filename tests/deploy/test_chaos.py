@@ -1,0 +1,138 @@
+"""The fault and abuse table, short form: `python -m tools.chaos --short` for real.
+
+Redis, two gunicorn pods, nginx and Locust (20 users, its own process) on loopback;
+every fault of `make chaos` runs, a few seconds each (~1.5 minutes in all). The run
+checks each row itself (tools/chaos.py); this module checks the outcome from the
+JSON it writes (tests/unit/test_chaos_accounting.py: the accounting cannot pass a
+failed request).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests.helpers import REPO
+from tools import chaos
+
+EXPECTED = {
+    "baseline", "redis-kill", "redis-pause", "worker-kill", "master-restart",
+    "promote-corrupt", "promote-tampered", "promote-pickle", "promote-skops-os-system",
+    "publish-full", "publish-readonly", "abuse-schemathesis", "abuse-10mb",
+    "abuse-million-rows", "abuse-rows", "abuse-nested", "abuse-slow-body", "abuse-flood",
+    "abuse-keys", "abuse-metrics",
+}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    out = tmp_path_factory.mktemp("chaos")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREDICTOR_", "LOCUST_"))}
+    with subprocess.Popen(
+        [sys.executable, "-m", "tools.chaos", "--short", "--json-file", str(out / "rows.json"),
+         "--table-file", str(out / "table.md")],
+        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    ) as proc:  # fmt: skip
+        try:
+            stdout, stderr = proc.communicate(timeout=300)
+        except subprocess.TimeoutExpired:
+            proc.terminate()  # the run stops its servers and unmounts its tmpfs on SIGTERM
+            stdout, stderr = proc.communicate(timeout=90)
+            pytest.fail(f"tools.chaos --short ran over 300 s:\n{stderr[-3000:]}")
+    result = subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
+    assert (out / "rows.json").exists(), result.stdout + result.stderr[-3000:]
+    data = json.loads((out / "rows.json").read_text())
+    data["returncode"], data["stdout"], data["stderr"] = (
+        result.returncode, result.stdout, result.stderr,
+    )  # fmt: skip
+    data["by_key"] = {r["key"]: r for r in data["rows"]}
+    return data
+
+
+def test_every_fault_ran_and_passed(report: dict) -> None:
+    assert set(report["by_key"]) == EXPECTED
+    failed = {r["key"]: r["problems"] for r in report["rows"] if not r["passed"]}
+    assert not failed and not report["problems"], (failed, report["problems"])
+    assert report["returncode"] == 0, report["stderr"][-2000:]
+    # The markdown table: a header, a separator and one line per fault.
+    lines = report["stdout"].strip().splitlines()
+    assert lines[0].startswith("| fault | requests | failed | p99 ms | seconds to recover")
+    assert len(lines) == 2 + len(EXPECTED)
+
+
+def test_no_well_formed_request_failed_under_any_fault(report: dict) -> None:
+    for row in report["rows"]:
+        assert row["requests"] > 0, row["key"]
+        assert row["failed"] == 0, (row["key"], row["problems"])
+
+
+def test_redis_faults_recover_and_keep_p99_bounded(report: dict) -> None:
+    baseline = report["by_key"]["baseline"]["p99_ms"]
+    for key in ("redis-kill", "redis-pause"):
+        row = report["by_key"][key]
+        assert row["p99_ms"] <= baseline + chaos.Config().p99_slack_ms, row
+        # Back on Redis within the breaker's retry period (2 s) and a little.
+        assert 0 <= row["recover_s"] <= 4, row
+
+
+def test_worker_kill_loses_at_most_the_request_it_held(report: dict) -> None:
+    figures = report["by_key"]["worker-kill"]["figures"]
+    assert figures["direct_requests"] > 10
+    assert figures["direct_failed"] <= 1, figures  # only the request the killed worker held
+    assert figures["nginx_retried"] >= 1, figures  # nginx sent its one to the other pod
+    assert figures["replaced_s"] < 5, figures
+    # Killed at each point of a load request's life: retried until the answer is out.
+    kills = figures["kills"]
+    assert {p: k["retried"] > 0 for p, k in kills.items()} == {
+        "read": True, "predict": True, "write": True, "written": False,
+    }  # fmt: skip
+    assert all(k["near"] > 0 and k["near_failed"] == 0 and k["bad_log"] == 0
+               for k in kills.values()), kills  # fmt: skip
+
+
+def test_master_sigterm_drains_then_restarts(report: dict) -> None:
+    figures = report["by_key"]["master-restart"]["figures"]
+    assert figures["ready_during_drain"] == 503
+    assert figures["drain_served"] > 0  # the listener stayed open while readiness failed
+    assert figures["exit_s"] >= chaos.SHORT["drain_s"]
+
+
+def test_bad_versions_refused_by_every_worker(report: dict) -> None:
+    for version, (_, reason) in chaos.BAD_VERSIONS.items():
+        row = report["by_key"][f"promote-{version}"]
+        assert row["recover_s"] is not None and row["recover_s"] < 20, row
+        assert f"refused ({reason})" in row["notes"]
+
+
+@pytest.mark.parametrize(("key", "errno"), [
+    ("publish-full", "No space left on device"), ("publish-readonly", "Read-only file system"),
+])  # fmt: skip
+def test_publish_into_broken_store_fails_in_one_line(report: dict, key: str, errno: str) -> None:
+    figures = report["by_key"][key]["figures"]
+    assert figures["returncode"] == 1
+    (line,) = figures["stderr"].splitlines()
+    assert line.startswith("predictor publish: error: cannot write to the model store")
+    assert errno in line
+
+
+def test_abuse_answers(report: dict) -> None:
+    by_key = report["by_key"]
+    flood = by_key["abuse-flood"]["figures"]["statuses"]
+    assert set(flood) <= {"200", "429"} and flood["429"] > flood.get("200", 0), flood
+    slow = by_key["abuse-slow-body"]["figures"]
+    assert slow["statuses"] == {"408": chaos.SHORT["slow_clients"]}, slow
+    assert slow["closed_after_max"] <= chaos.Config().body_timeout_s + 2
+    schemathesis = by_key["abuse-schemathesis"]["figures"]
+    assert schemathesis["requests"] > 20
+    assert all(int(status) < 500 for status in schemathesis["statuses"])
+    keys = by_key["abuse-keys"]["figures"]["checks"]
+    assert keys["predict, no key"] == 401 and keys["predict, wrong key"] == 401
+    assert keys["predict, key"] == 200
+    assert keys["repository index on the public port, admin token"] == 403
+    assert keys["repository index on the internal port, none"] == 401
+    assert keys["repository index on the internal port, a wrong token"] == 403
+    assert keys["repository index on the internal port, admin token"] == 200

@@ -1,0 +1,160 @@
+"""What more than one test file needs that is not a fixture: demo rows, the repository
+root, a free port, the JSON error shape, /metrics readers, access-log lookups and a
+planted pickle bomb. Fixtures stay in tests/conftest.py (which re-exports the constants,
+so ``from tests.conftest import IRIS_ROW`` keeps working)."""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import pickle
+from pathlib import Path
+from typing import Any
+
+import requests
+from prometheus_client.parser import text_string_to_metric_families
+
+from service.store import ModelStore
+from tools.stack import Nginx, free_port, wait_until
+
+__all__ = [
+    "IRIS_FEATURES",
+    "IRIS_ROW",
+    "IRIS_ROWS",
+    "REPO",
+    "RunsCode",
+    "app_routes",
+    "assert_json_error",
+    "free_port",
+    "log_entry",
+    "metrics_text",
+    "parse_samples",
+    "plant_pickle_bomb",
+    "scrape",
+    "total",
+]
+
+REPO = Path(__file__).resolve().parents[1]
+
+IRIS_ROW = [5.1, 3.5, 1.4, 0.2]
+IRIS_FEATURES = ["sepal length (cm)", "sepal width (cm)", "petal length (cm)", "petal width (cm)"]
+# One unambiguous row per class: setosa, versicolor, virginica (for any fitted model).
+IRIS_ROWS = [[5.1, 3.5, 1.4, 0.2], [5.9, 3.0, 4.2, 1.5], [6.7, 3.0, 5.2, 2.3]]
+
+Samples = dict[tuple[str, frozenset], float]
+
+
+# --- errors ---------------------------------------------------------------------------
+
+
+def assert_json_error(response: Any, status: int, code: str | None = None) -> dict:
+    """``response`` (requests' or Flask's test client's) is a JSON error with ``status``.
+
+    With ``code``: the V1/seed shape ``{"error": {"code": code, "message": "..."}}``;
+    without: any ``{"error": ...}`` (V2 routes answer ``{"error": "<message>"}``).
+    """
+    assert response.status_code == status, response_text(response)
+    assert response.headers["Content-Type"].startswith("application/json")
+    body = response.json() if callable(response.json) else response.json
+    assert "error" in body, body
+    if code is not None:
+        assert body["error"]["code"] == code, body
+        assert body["error"]["message"], body
+    return body
+
+
+def response_text(response: Any) -> str:
+    text = response.text
+    return text if isinstance(text, str) else response.get_data(as_text=True)
+
+
+# --- /metrics -------------------------------------------------------------------------
+
+
+def metrics_text(base_url: str) -> str:
+    """The exposition text of ``base_url/metrics``."""
+    response = requests.get(f"{base_url}/metrics", timeout=5)
+    assert response.status_code == 200, response.text
+    return response.text
+
+
+def parse_samples(text: str) -> Samples:
+    """Every sample of an exposition text keyed by (name, labels), as Prometheus reads it."""
+    samples: Samples = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            samples[(s.name, frozenset(s.labels.items()))] = s.value
+    return samples
+
+
+def scrape(base_url: str) -> Samples:
+    """Every sample on ``base_url/metrics`` keyed by (name, labels)."""
+    return parse_samples(metrics_text(base_url))
+
+
+def total(samples: Samples, name: str, **labels: str) -> float:
+    """Sum of the samples of ``name`` whose labels include ``labels``."""
+    wanted = set(labels.items())
+    return sum(v for (n, ls), v in samples.items() if n == name and wanted <= ls)
+
+
+# --- nginx ----------------------------------------------------------------------------
+
+
+def log_entry(nginx: Nginx, request_id: str) -> dict:
+    """The one access log line of ``request_id`` (nginx writes it as the request ends)."""
+    found: list[dict] = []
+
+    def logged() -> bool:
+        found[:] = [e for e in nginx.access_log_entries() if e["request_id"] == request_id]
+        return bool(found)
+
+    wait_until(logged, 5, f"access log line for {request_id}")
+    assert len(found) == 1, f"expected one access log line for {request_id}, got {found}"
+    return found[0]
+
+
+# --- the app's routes -----------------------------------------------------------------
+
+
+@functools.cache
+def app_routes() -> frozenset[str]:
+    """Every URL rule of the app (built without models): what probes and configs may name."""
+    from service.app import create_app
+    from service.settings import Settings
+
+    app = create_app(Settings(MODEL_STORE=REPO / "no-such-store"), load_models=False)
+    return frozenset(rule.rule for rule in app.url_map.iter_rules())
+
+
+# --- a tampered artifact --------------------------------------------------------------
+
+
+class RunsCode:
+    """Unpickling this writes a marker file: proof that code ran at load."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):  # noqa: ANN204 - pickle's protocol
+        return (os.system, (f"touch {self.marker}",))
+
+
+def plant_pickle_bomb(
+    store: ModelStore, name: str, version: str, marker: Path, **manifest_extra: Any
+) -> Path:
+    """A new version whose artifact is a code-running pickle with a matching digest."""
+    from service.signing import file_sha256
+
+    source = store.manifest(name, store.current(name))
+    directory = store.version_dir(name, version)
+    directory.mkdir()
+    artifact = directory / "model.joblib"
+    artifact.write_bytes(pickle.dumps(RunsCode(marker)))
+    fields = source.model_dump(mode="json") | {
+        "version": version, "format": "joblib", "artifact": "model.joblib",
+        "sha256": file_sha256(artifact), "signature": None, "trusted_types": [], "compiled": None,
+    } | manifest_extra  # fmt: skip
+    (directory / "manifest.json").write_text(json.dumps(fields))
+    return directory

@@ -1,0 +1,320 @@
+"""The Open Inference Protocol over gRPC, with the stock tritonclient.grpc, against the
+gRPC server that the real gunicorn master starts beside its HTTP workers."""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import threading
+import time
+
+import grpc
+import numpy as np
+import pandas as pd
+import pytest
+import requests
+import tritonclient.grpc as grpcclient
+from sklearn.compose import ColumnTransformer
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import OneHotEncoder, StandardScaler
+from tritonclient.grpc import service_pb2 as pb
+from tritonclient.grpc import service_pb2_grpc as pb_grpc
+from tritonclient.utils import InferenceServerException
+
+from service.manifest import Feature
+from service.publish import publish_estimator
+from service.store import ModelStore
+from tools.stack import Gunicorn, free_port, wait_until
+
+IRIS_ROWS = np.array(
+    [[5.1, 3.5, 1.4, 0.2], [5.9, 3.0, 4.2, 1.5], [6.7, 3.0, 5.2, 2.3]], dtype=np.float64
+)
+IRIS_FEATURES = ["sepal length (cm)", "sepal width (cm)", "petal length (cm)", "petal width (cm)"]
+API_KEY = "grpc-test-key-0123456789abcdef0123456789"
+
+
+def _plan_model() -> tuple[object, list[Feature]]:
+    """A Pipeline over a string and a number column: the BYTES case."""
+    frame = pd.DataFrame(
+        {
+            "plan": ["basic", "pro", "basic", "team", "pro", "team"] * 10,
+            "spend": [10.0, 80.0, 15.0, 40.0, 90.0, 35.0] * 10,
+        }
+    )
+    target = np.array(["stay", "leave", "stay", "leave", "leave", "stay"] * 10)
+    pipe = make_pipeline(
+        ColumnTransformer(
+            [
+                ("cat", OneHotEncoder(handle_unknown="ignore"), ["plan"]),
+                ("num", StandardScaler(), ["spend"]),
+            ]
+        ),
+        LogisticRegression(),
+    ).fit(frame, target)
+    return pipe, [Feature(name="plan", type="string"), Feature(name="spend")]
+
+
+@pytest.fixture(scope="module")
+def store_dir(demo_store_template, tmp_path_factory):
+    root = tmp_path_factory.mktemp("grpc") / "models"
+    shutil.copytree(demo_store_template, root)
+    pipe, features = _plan_model()
+    publish_estimator(
+        ModelStore(root), pipe, name="plans", features=features,
+        sample_input=[["basic", 12.0], ["pro", 85.0]], promote=True,
+    )  # fmt: skip
+    return root
+
+
+@pytest.fixture(scope="module")
+def server(store_dir, tmp_path_factory):
+    from service.auth import hash_key
+
+    run = tmp_path_factory.mktemp("grpc-run")
+    gunicorn = Gunicorn(
+        run, store_dir, workers=1, inherit_settings=False, grpc_port=free_port(),
+        env={"PREDICTOR_API_KEYS": f"tests:{hash_key(API_KEY)}"},
+    )  # fmt: skip
+    gunicorn.start()
+    try:
+        wait_until(lambda: _serving(gunicorn.grpc_address), 60, "the gRPC server answers ready")
+        yield gunicorn
+    finally:
+        gunicorn.stop()
+
+
+def _serving(address: str) -> bool:
+    try:
+        with grpcclient.InferenceServerClient(address) as c:
+            return c.is_server_ready()
+    except InferenceServerException:
+        return False
+
+
+@pytest.fixture(scope="module")
+def client(server):
+    c = grpcclient.InferenceServerClient(server.grpc_address)
+    yield c
+    c.close()
+
+
+KEY = {"x-api-key": API_KEY}
+
+
+def _rest_v2(server, model: str, body: dict) -> dict:
+    r = requests.post(
+        f"{server.url}/v2/models/{model}/infer", json=body, timeout=10,
+        headers={"X-API-Key": API_KEY},
+    )  # fmt: skip
+    assert r.status_code == 200, r.text
+    return {o["name"]: o for o in r.json()["outputs"]}
+
+
+def _infer(client, model, inputs, outputs=("predict", "predict_proba"), **kw):
+    wanted = [grpcclient.InferRequestedOutput(n) for n in outputs]
+    return client.infer(model, inputs, outputs=wanted, headers=KEY, **kw)
+
+
+def test_health_and_metadata(client):
+    assert client.is_server_live()
+    assert client.is_server_ready()
+    meta = client.get_server_metadata(as_json=True)
+    assert meta["name"] == "predictor" and "binary_tensor_data" in meta["extensions"]
+    model = client.get_model_metadata("iris", as_json=True)
+    assert model["name"] == "iris" and model["versions"] == ["1"] and model["platform"] == "sklearn"
+    assert [i["name"] for i in model["inputs"]] == IRIS_FEATURES
+    assert {o["name"]: o["datatype"] for o in model["outputs"]} == {
+        "predict": "INT64",
+        "predict_proba": "FP64",
+    }
+    assert client.get_model_metadata("iris", "1", as_json=True)["versions"] == ["1"]
+    assert client.is_model_ready("iris") and client.is_model_ready("iris", "1")
+
+
+@pytest.mark.parametrize("datatype", ["FP64", "FP32", "INT64"])
+def test_matrix_infer_equals_rest(server, client, datatype):
+    rows = IRIS_ROWS if datatype != "INT64" else np.rint(IRIS_ROWS)
+    array = rows.astype({"FP64": np.float64, "FP32": np.float32, "INT64": np.int64}[datatype])
+    tensor = grpcclient.InferInput("input-0", list(array.shape), datatype)
+    tensor.set_data_from_numpy(array)
+    result = _infer(client, "iris", [tensor], request_id="req-7")
+    rest = _rest_v2(
+        server, "iris",
+        {"inputs": [{"name": "input-0", "shape": list(array.shape), "datatype": datatype,
+                     "data": array.tolist()}],
+         "outputs": [{"name": "predict"}, {"name": "predict_proba"}]},
+    )  # fmt: skip
+    assert result.as_numpy("predict").tolist() == rest["predict"]["data"]
+    proba = result.as_numpy("predict_proba")
+    assert proba.shape == (len(rows), 3)
+    np.testing.assert_allclose(proba.ravel(), rest["predict_proba"]["data"], rtol=0, atol=1e-12)
+    response = result.get_response(as_json=True)
+    assert response["model_name"] == "iris" and response["model_version"] == "1"
+    assert response["id"] == "req-7"
+
+
+def test_per_feature_tensors(server, client):
+    inputs = []
+    for j, name in enumerate(IRIS_FEATURES):
+        t = grpcclient.InferInput(name, [len(IRIS_ROWS)], "FP64")
+        t.set_data_from_numpy(IRIS_ROWS[:, j].copy())
+        inputs.append(t)
+    result = _infer(client, "iris-rf", inputs, outputs=("predict",))
+    rest = _rest_v2(
+        server, "iris-rf",
+        {"inputs": [{"name": "x", "shape": [3, 4], "datatype": "FP64",
+                     "data": IRIS_ROWS.tolist()}]},
+    )  # fmt: skip
+    assert result.as_numpy("predict").tolist() == rest["predict"]["data"]
+
+
+def test_bytes_string_feature(server, client):
+    plan = grpcclient.InferInput("plan", [3], "BYTES")
+    plan.set_data_from_numpy(np.array([b"basic", b"pro", b"team"], dtype=np.object_))
+    spend = grpcclient.InferInput("spend", [3], "FP64")
+    spend.set_data_from_numpy(np.array([12.0, 85.0, 40.0]))
+    result = _infer(client, "plans", [plan, spend])
+    rest = _rest_v2(
+        server, "plans",
+        {"inputs": [{"name": "plan", "shape": [3], "datatype": "BYTES",
+                     "data": ["basic", "pro", "team"]},
+                    {"name": "spend", "shape": [3], "datatype": "FP64",
+                     "data": [12.0, 85.0, 40.0]}],
+         "outputs": [{"name": "predict"}, {"name": "predict_proba"}]},
+    )  # fmt: skip
+    got = [v.decode() for v in result.as_numpy("predict").tolist()]
+    assert got == rest["predict"]["data"]
+    assert set(got) <= {"stay", "leave"}
+
+
+def test_typed_contents_answer_typed(server):
+    """A client that sends typed contents (no raw bytes) gets typed contents back.
+
+    tritonclient's own generated stub, not ours: both define the protocol's messages
+    and one process cannot load the two into protobuf's default pool."""
+    with grpc.insecure_channel(server.grpc_address) as channel:
+        stub = pb_grpc.GRPCInferenceServiceStub(channel)
+        request = pb.ModelInferRequest(model_name="iris")
+        tensor = request.inputs.add(name="x", datatype="FP64", shape=[3, 4])
+        tensor.contents.fp64_contents.extend(IRIS_ROWS.ravel().tolist())
+        request.outputs.add(name="predict")
+        response = stub.ModelInfer(request, metadata=(("authorization", f"Bearer {API_KEY}"),))
+    assert not response.raw_output_contents
+    (out,) = response.outputs
+    assert out.name == "predict" and out.datatype == "INT64" and list(out.shape) == [3]
+    rest = _rest_v2(
+        server,
+        "iris",
+        {
+            "inputs": [
+                {"name": "x", "shape": [3, 4], "datatype": "FP64", "data": IRIS_ROWS.tolist()}
+            ]
+        },
+    )
+    assert list(out.contents.int64_contents) == rest["predict"]["data"]
+
+
+def _status(exc: InferenceServerException) -> str:
+    return exc.status() or ""
+
+
+@pytest.mark.parametrize(
+    ("shape", "datatype", "status", "says"),
+    [
+        ([3, 3], "FP64", "INVALID_ARGUMENT", "expected"),
+        ([3, 4], "BYTES", "INVALID_ARGUMENT", "datatype"),
+    ],
+)
+def test_bad_request_is_invalid_argument_and_server_keeps_serving(
+    client, shape, datatype, status, says
+):
+    if datatype == "BYTES":
+        data = np.array([b"x"] * (shape[0] * shape[1]), dtype=np.object_).reshape(shape)
+    else:
+        data = np.ones(shape)
+    tensor = grpcclient.InferInput("input-0", shape, datatype)
+    tensor.set_data_from_numpy(data)
+    with pytest.raises(InferenceServerException) as err:
+        _infer(client, "iris", [tensor])
+    assert status in _status(err.value) and says in err.value.message()
+    assert client.is_server_ready()
+    ok = grpcclient.InferInput("input-0", [1, 4], "FP64")
+    ok.set_data_from_numpy(IRIS_ROWS[:1].copy())
+    assert _infer(client, "iris", [ok], outputs=("predict",)).as_numpy("predict").tolist() == [0]
+
+
+def test_oversized_message_is_refused_and_server_keeps_serving(client):
+    rows = np.ones((40_000, 4))  # 1.28 MB of raw FP64, above the 1 MiB body limit
+    tensor = grpcclient.InferInput("input-0", list(rows.shape), "FP64")
+    tensor.set_data_from_numpy(rows)
+    with pytest.raises(InferenceServerException) as err:
+        _infer(client, "iris", [tensor])
+    assert "RESOURCE_EXHAUSTED" in _status(err.value)
+    assert client.is_server_ready()
+
+
+def test_unknown_model_and_missing_key(client):
+    tensor = grpcclient.InferInput("input-0", [1, 4], "FP64")
+    tensor.set_data_from_numpy(IRIS_ROWS[:1].copy())
+    with pytest.raises(InferenceServerException) as err:
+        _infer(client, "no-such-model", [tensor])
+    assert "NOT_FOUND" in _status(err.value) and "no-such-model" in err.value.message()
+    with pytest.raises(InferenceServerException) as err:
+        client.get_model_metadata("no-such-model")
+    assert "NOT_FOUND" in _status(err.value)
+    with pytest.raises(InferenceServerException) as err:
+        client.infer("iris", [tensor])  # no API key
+    assert "UNAUTHENTICATED" in _status(err.value)
+    with pytest.raises(InferenceServerException) as err:
+        client.infer("iris", [tensor], headers={"x-api-key": "wrong"})
+    assert "UNAUTHENTICATED" in _status(err.value)
+
+
+def test_grpc_calls_show_in_the_http_metrics(server, client):
+    assert client.is_server_live()
+    text = requests.get(server.url + "/metrics", timeout=10).text
+    assert 'predictor_grpc_requests_total{code="OK",method="ServerLive"}' in text
+    assert 'predictor_inference_duration_seconds_count{model="plans"' in text
+
+
+def test_drain_not_ready_at_once_in_flight_calls_finish(store_dir, tmp_path):
+    """SIGTERM: ServerReady is false from the first instant; calls under way complete."""
+    gunicorn = Gunicorn(
+        tmp_path, store_dir, workers=1, inherit_settings=False, grpc_port=free_port(),
+        env={"PREDICTOR_DRAIN_SECONDS": "10"},
+    )  # fmt: skip
+    gunicorn.start()
+    address = gunicorn.grpc_address
+    try:
+        wait_until(lambda: _serving(address), 60, "the gRPC server answers ready")
+        c = grpcclient.InferenceServerClient(address)
+        tensor = grpcclient.InferInput("input-0", [1, 4], "FP64")
+        tensor.set_data_from_numpy(IRIS_ROWS[:1].copy())
+        answers, failures, stop = [], [], threading.Event()
+
+        def load() -> None:
+            with grpcclient.InferenceServerClient(address) as lc:
+                while not stop.is_set():
+                    try:
+                        answers.append(lc.infer("iris", [tensor]).as_numpy("predict")[0])
+                    except InferenceServerException as exc:
+                        failures.append(exc)
+
+        thread = threading.Thread(target=load)
+        thread.start()
+        wait_until(lambda: len(answers) >= 5, 30, "the load thread gets answers")
+        gunicorn.signal(signal.SIGTERM)
+        wait_until(lambda: not c.is_server_ready(), 8, "gRPC ServerReady false after SIGTERM")
+        assert not c.is_model_ready("iris")
+        before = len(answers)
+        wait_until(lambda: len(answers) > before + 5, 8, "calls still answered while draining")
+        stop.set()
+        thread.join(30)
+        c.close()
+        assert not failures, failures[:3]
+        assert gunicorn.wait(60), "gunicorn and its gRPC server exit after the drain"
+    finally:
+        stop_deadline = time.monotonic() + 30
+        if gunicorn.alive():
+            gunicorn.stop(max(1.0, stop_deadline - time.monotonic()))
