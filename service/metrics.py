@@ -165,6 +165,27 @@ EXPLAIN_DURATION = Histogram(
     buckets=LATENCY_BUCKETS,
 )
 
+# Per model version, what the Open Inference Protocol statistics extension reports
+# (GET /v2/models/{name}/stats, service/statistics.py): observed by the data plane.
+MODEL_REQUEST_DURATION = Histogram(
+    "predictor_model_request_duration_seconds",
+    "Prediction requests per model version, by outcome (success or fail), and their time "
+    "in the data plane (cache, runtime, metrics).",
+    ["model", "version", "outcome"],
+    buckets=LATENCY_BUCKETS,
+)
+MODEL_ROWS = Counter(
+    "predictor_model_rows_total",
+    "Rows predicted per model version (the statistics extension's inference_count).",
+    ["model", "version"],
+)
+MODEL_LAST_REQUEST = Gauge(
+    "predictor_model_last_request_timestamp_seconds",
+    "Unix time of the last successful prediction request per model version.",
+    ["model", "version"],
+    multiprocess_mode="max",
+)
+
 GRPC_REQUESTS = Counter(
     "predictor_grpc_requests_total",
     "Open Inference Protocol gRPC calls answered, by method and status code.",
@@ -193,3 +214,14 @@ def mark_worker_dead(pid: int) -> None:
     """Called from gunicorn's child_exit so a dead worker's live gauges vanish."""
     if MULTIPROCESS:
         _mp.mark_process_dead(pid)
+
+
+def collect() -> list:
+    """The metric families of every worker (multiprocess) or of this process, parsed."""
+    if MULTIPROCESS:
+        registry = CollectorRegistry()
+        _mp.MultiProcessCollector(registry)
+        return list(registry.collect())
+    from prometheus_client import REGISTRY
+
+    return list(REGISTRY.collect())

@@ -275,7 +275,7 @@ def live(demo_store_template: Path, tmp_path_factory: pytest.TempPathFactory) ->
         # A canary: half of a's unpinned diabetes requests go back to version 1.
         run_cli("canary", "--store", str(stores["a"]), "diabetes", "1", "--percent", "50")
         wait_until(
-            lambda: http.get(a.url + "/metrics").text.count('predictor_canary_percent{') >= 2,
+            lambda: http.get(a.url + "/metrics").text.count("predictor_canary_percent{") >= 2,
             15,
             "both of a's workers run the diabetes canary",
         )
