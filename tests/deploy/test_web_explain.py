@@ -17,8 +17,11 @@ from tests.deploy.test_web_page import (  # noqa: F401 - fixtures
 
 def test_prediction_shows_the_contributions_chart(page):  # noqa: F811 - the fixture
     _pick_iris(page)
+    expect(page.locator("#model-estimator")).to_contain_text("LogisticRegression")
     for name, value in IRIS.items():
         _field(page, name).fill(value)
+    for name, value in IRIS.items():  # the form was not re-rendered under our typing
+        expect(_field(page, name)).to_have_value(value)
     page.get_by_role("button", name="Predict").click()
     expect(page.locator("#prediction")).to_have_text("setosa")
     bars = page.locator("#contributions li")
