@@ -19,7 +19,7 @@ from .state import EXTENSION
 from .stores import open_store
 
 # The transports mounted, one module of service/protocols/ each (a Blueprint named ``bp``).
-PROTOCOLS = ("health", "seed", "v1", "v2", "repository", "openapi", "docs", "web")
+PROTOCOLS = ("health", "seed", "v1", "explain", "v2", "repository", "openapi", "docs", "web")
 
 
 def create_app(settings: Settings | None = None, *, load_models: bool = True) -> Flask:

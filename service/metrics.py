@@ -152,6 +152,18 @@ PREDICTION_VALUES = Histogram(
     ["model", "version"],
     buckets=VALUE_BUCKETS,
 )
+EXPLAIN_REQUESTS = Counter(
+    "predictor_explain_requests_total",
+    "Explain requests (:explain, V2 explanation output), by model, method and outcome "
+    "(ok, unsupported, bad_input, error).",
+    ["model", "method", "status"],
+)
+EXPLAIN_DURATION = Histogram(
+    "predictor_explain_duration_seconds",
+    "Time to explain a request's rows (estimator + explainer), by method.",
+    ["method"],
+    buckets=LATENCY_BUCKETS,
+)
 
 # Per model version, what the Open Inference Protocol statistics extension reports
 # (GET /v2/models/{name}/stats, service/statistics.py): observed by the data plane.

@@ -822,6 +822,32 @@ def model_owner() -> dict[str, Any]:
                 )
             ),
         ),
+        row("Explanations"),
+        timeseries(
+            "Explain requests/s by method and status",
+            ":explain requests for this model per second, by explainer (linear, tree_shap) "
+            "and outcome (ok, unsupported = 501, bad_input, error).",
+            targets(
+                (
+                    "sum by (method, status) (rate(predictor_explain_requests_total"
+                    f'{{model="$model"}}{RATE}))',
+                    "{{method}} {{status}}",
+                )
+            ),
+            unit="reqps",
+        ),
+        timeseries(
+            "Explain latency p95 by method",
+            "95th percentile of the time to explain a request's rows, per explainer (all models).",
+            targets(
+                (
+                    "histogram_quantile(0.95, sum by (method, le) "
+                    f"(rate(predictor_explain_duration_seconds_bucket{RATE})))",
+                    "p95 {{method}}",
+                )
+            ),
+            unit="s",
+        ),
         stat(
             "Refused loads of this model",
             "Versions of this model that workers refused to load (cumulative).",

@@ -92,6 +92,31 @@ class PredictResponse(BaseModel):
     probabilities: Probabilities | None = None
 
 
+class ExplainRequest(PredictRequest):
+    """The same body as ``:predict`` (``probabilities`` is accepted and ignored)."""
+
+
+class RowExplanation(BaseModel):
+    prediction: Any = Field(description="As :predict reports it (label or value).")
+    output: float = Field(description="The number explained.")
+    output_kind: Literal["probability", "log_odds", "value"] = Field(
+        description="probability or log_odds of the predicted class; value for regressors."
+    )
+    base_value: float = Field(description="Expected output; base_value + sum = output.")
+    contributions: list[float] = Field(description="One per feature, in `features` order.")
+    method: Literal["linear", "tree_shap"]
+    probability: float | None = Field(
+        None, description="Classifiers: the predicted class's probability, as :predict has it."
+    )
+
+
+class ExplainResponse(BaseModel):
+    model: str
+    version: str
+    features: list[str]
+    explanations: list[RowExplanation]
+
+
 class ModelVersion(BaseModel):
     version: str
     current: bool

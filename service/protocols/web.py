@@ -55,6 +55,13 @@ def script() -> Response:
     return _serve("app.js", "text/javascript")
 
 
+@bp.get("/web/explain.js")
+@auth.public
+@operation("Web page explanation chart script", "web", ok={"text/javascript": TEXT})
+def explain_script() -> Response:
+    return _serve("explain.js", "text/javascript")
+
+
 @bp.get("/web/style.css")
 @auth.public
 @operation("Web page style", "web", ok={"text/css": TEXT})

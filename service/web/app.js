@@ -328,6 +328,7 @@ async function submit(event) {
     }
     renderResult(result.body);
     renderCurl(url, body);
+    renderExplanation(url, body, headers); // explain.js
   } catch (err) {
     show($("form-error"), `The service could not be reached: ${err.message}`);
   } finally {
