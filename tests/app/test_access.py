@@ -14,7 +14,7 @@ from service.auth import Access, access_of, hash_key
 from service.settings import Settings
 
 KEY = "k-test-0123456789"
-TOKEN = "admin-test-token"
+TOKEN = "admin-test-token-0123456789abcdef-0123"
 PARAMS = {"name": "iris", "version": "1"}
 
 

@@ -18,7 +18,7 @@ from ..conftest import IRIS_ROW
 
 PREDICTOR = str(Path(sys.executable).with_name("predictor"))
 REPO = Path(__file__).resolve().parents[2]
-KEY = "s3-serve-key"
+KEY = "s3-serve-signing-key-0123456789abcdef"  # 32+ bytes: shorter keys stop the service
 
 
 def served(url: str, n: int = 20) -> set[str]:

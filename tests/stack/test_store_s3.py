@@ -24,7 +24,7 @@ from service.stores import open_store
 
 REPO = Path(__file__).resolve().parents[2]
 PREDICTOR = str(Path(sys.executable).with_name("predictor"))
-KEY = "s3-test-signing-key"
+KEY = "s3-test-signing-key-0123456789abcdef"  # 32+ bytes: shorter keys stop the service
 
 
 def cli(env: dict, cwd: Path, *args: str) -> subprocess.CompletedProcess:
