@@ -39,7 +39,9 @@ V2_ERRORS = [
     ("GET", "/v2/models/nope", None, {}, 404, "'nope' not found"),
     ("GET", "/v2/models/nope/config", None, {}, 404, "'nope' not found"),
     ("GET", "/v2/models/nope/stats", None, {}, 404, "'nope' not found"),
-    ("GET", "/v2/models/iris/versions/9/stats", None, {}, 404, "no version '9'"),
+    ("GET", "/v2/models/iris/versions/9/stats", None, AUTH, 404, "no version '9'"),
+    # Version-pinned routes need the key whenever keys are configured (the version policy).
+    ("GET", "/v2/models/iris/versions/1/stats", None, {}, 401, "API key is required"),
 ]
 
 
