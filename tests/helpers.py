@@ -159,3 +159,16 @@ def plant_pickle_bomb(
     } | manifest_extra  # fmt: skip
     (directory / "manifest.json").write_text(json.dumps(fields))
     return directory
+
+
+def resign(directory: Path, key: bytes | None = None) -> None:
+    """Sign a version directory's manifest as publish would, after a test edited it or its
+    files (the signature covers the whole manifest and the digest of every file)."""
+    from service.manifest import Manifest
+    from service.signing import sign, version_files
+    from tests.conftest import TEST_SIGNING_KEY
+
+    manifest = Manifest.read(directory)
+    manifest.files = version_files(directory)
+    manifest.signature = sign(key or TEST_SIGNING_KEY, manifest.signed_fields())
+    manifest.write(directory)

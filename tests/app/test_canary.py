@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -19,6 +20,7 @@ from service.state import state
 from service.store import ModelStore
 
 from ..conftest import IRIS_ROW
+from ..helpers import resign
 
 PREDICTOR = str(Path(sys.executable).with_name("predictor"))
 
@@ -29,6 +31,7 @@ def add_version(store: ModelStore, source: str = "1", target: str = "2") -> None
     manifest.write_text(
         manifest.read_text().replace(f'"version": "{source}"', f'"version": "{target}"')
     )
+    resign(store.version_dir("iris", target))
 
 
 def answered_by(client, n: int, headers: dict | None = None) -> Counter:  # noqa: ANN001
@@ -45,7 +48,10 @@ def answered_by(client, n: int, headers: dict | None = None) -> Counter:  # noqa
 def cli(store_dir: Path, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
         [PREDICTOR, *args, "--store", str(store_dir)],
-        capture_output=True, text=True, timeout=120, env={"PATH": "/usr/bin:/bin"},
+        capture_output=True, text=True, timeout=120,
+        # The test signing key lives under XDG_CONFIG_HOME (tests/conftest.py).
+        env={"PATH": "/usr/bin:/bin",
+             **{k: os.environ[k] for k in ("XDG_CONFIG_HOME", "HOME") if k in os.environ}},
     )  # fmt: skip
 
 

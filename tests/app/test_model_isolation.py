@@ -22,7 +22,7 @@ from service.settings import Settings
 from service.state import state
 from service.store import ModelStore
 
-from ..helpers import IRIS_ROW
+from ..helpers import IRIS_ROW, resign
 from ..unit.test_store_isolation import BROKEN
 
 ADMIN = "a" * 40
@@ -36,6 +36,7 @@ def copy_version(store: ModelStore, name: str, source: str, target: str, tamper:
     manifest = directory / "manifest.json"
     fields = json.loads(manifest.read_text()) | {"version": target}
     manifest.write_text(json.dumps(fields))
+    resign(directory)  # a properly published copy, until ``tamper`` breaks its files
     if tamper:  # every artifact (estimator and compiled graph) fails its digest
         for path in directory.iterdir():
             if path.name != "manifest.json":

@@ -23,7 +23,7 @@ from service.signing import file_sha256
 from service.state import state
 from service.store import ModelStore
 
-from ..helpers import IRIS_ROW
+from ..helpers import IRIS_ROW, resign
 
 
 def _graph(store: ModelStore) -> onnx.ModelProto:
@@ -78,6 +78,7 @@ def test_unsafe_graph_is_refused_at_load_and_v1_keeps_serving(store, case):
     fields["version"] = "2"
     fields["compiled"]["sha256"] = file_sha256(graph)
     (planted / "manifest.json").write_text(json.dumps(fields))
+    resign(planted)  # signed like a publisher would: only the graph itself is unsafe
     store.promote("iris", "2")
 
     registry = state(app).registry
