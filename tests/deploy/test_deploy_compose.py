@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import secrets
 import shutil
 import subprocess
 import sys
@@ -338,6 +339,25 @@ def test_k8s_dev_pod_runs_as_rendered(stack: Stack, tmp_path: Path) -> None:
         elif v.get("emptyDir", {}).get("medium") == "Memory":
             volume_args[v["name"]] = ("tmpfs",)
             continue
+        elif "secret" in v:
+            # Secrets made as docs/deploy.md says: a new signing key, a random password.
+            secret = v["secret"]
+            if secret["secretName"] == "predictor-signing-key":
+                value = subprocess.run(
+                    [str(REPO / ".venv" / "bin" / "predictor"), "signing-key", "new"],
+                    capture_output=True, text=True, check=True, timeout=120,
+                ).stdout.strip()  # fmt: skip
+                files = ["signing.key"]
+            else:
+                value = secrets.token_hex(32)
+                files = [item["path"] for item in secret.get("items", [])] or ["password"]
+            for file in files:
+                (host / file).write_text(value + "\n")
+                os.chown(host / file, sc["runAsUser"], sc["fsGroup"])
+                (host / file).chmod(secret.get("defaultMode", 0o644))
+            os.chown(host, sc["runAsUser"], sc["fsGroup"])
+            if secret["secretName"] == "predictor-signing-key":
+                signing_key = host / "signing.key"
         else:
             assert "emptyDir" in v, f"dev uses no other volume kinds: {v}"
             os.chown(host, sc["runAsUser"], sc["fsGroup"])
@@ -366,12 +386,24 @@ def test_k8s_dev_pod_runs_as_rendered(stack: Stack, tmp_path: Path) -> None:
         return args
 
     (init,) = pod["initContainers"]
+    # The image's demo models were signed with a key thrown away at build time: train
+    # them into the shared store with the Secret's key, as docs/deploy.md says.
+    (store_mount,) = [m["name"] for m in init["volumeMounts"] if m["mountPath"] == "/store"]
+    store_dir = Path(volume_args[store_mount][0])
+    trained = subprocess.run(
+        [str(REPO / ".venv" / "bin" / "predictor"), "train-demo", "--store", str(store_dir)],
+        capture_output=True, text=True, timeout=600,
+        env={**{k: v for k, v in os.environ.items() if not k.startswith("PREDICTOR_")},
+             "PREDICTOR_SIGNING_KEY_FILE": str(signing_key)},
+    )  # fmt: skip
+    assert trained.returncode == 0, trained.stdout + trained.stderr
+    subprocess.run(["chmod", "-R", "a+rX", str(store_dir)], check=True)
     proc = _podman("run", "--rm", *run_args(init), image, *init["command"], timeout=120)
     assert proc.returncode == 0, f"select-models failed:\n{proc.stdout}\n{proc.stderr}"
     assert proc.stdout.count("select-models:") == len(served)
 
     main = container(deployment, "api")
-    (port,) = [p["containerPort"] for p in main["ports"]]
+    (port,) = [p["containerPort"] for p in main["ports"] if p["name"] == "http"]  # also grpc
     host_port = free_port()
     name = f"predictor-k8s-rehearsal-{os.getpid()}"
     proc = _podman(
