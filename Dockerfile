@@ -17,10 +17,10 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
 WORKDIR /src
 # From pyproject.toml alone: this stage (and the runtime layer copied from it) is
 # reused until the pins change, whatever happens to the code.
-COPY pyproject.toml ./
+COPY pyproject.toml deps/constraints.txt ./
 RUN python3 -m venv /opt/venv \
- && python3 -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" > requirements.txt \
- && /opt/venv/bin/pip install --no-cache-dir ${PIP_INDEX_URL:+--index-url "$PIP_INDEX_URL"} -r requirements.txt
+ && python3 -c "import tomllib; p = tomllib.load(open('pyproject.toml', 'rb'))['project']; print('\n'.join(p['dependencies'] + p['optional-dependencies']['explain']))" > requirements.txt \
+ && /opt/venv/bin/pip install --no-cache-dir ${PIP_INDEX_URL:+--index-url "$PIP_INDEX_URL"} -r requirements.txt -c constraints.txt
 
 # --- build: the package as a wheel, and the demo models trained with it ------------
 FROM deps AS build

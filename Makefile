@@ -8,10 +8,10 @@ export PREDICTOR_MODEL_STORE ?= $(STORE)
 
 .PHONY: run test test-fast lint install install-test models
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml deps/constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e .
+	$(PY) -m pip install -q -e . -c deps/constraints.txt
 	touch $@
 
 install: $(VENV)/.installed

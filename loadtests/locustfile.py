@@ -69,6 +69,13 @@ def _add_arguments(parser) -> None:
     arg("--think-ms", type=float, default=0.0, help="Pause per user between requests, ms.")
     arg("--rng-seed", type=int, default=12345, help="Seed of the row generator.")
     arg(
+        "--min-requests-each",
+        type=int,
+        default=0,
+        help="Stop once every enabled request kind was sent this many times (a run bounded "
+        "by count; -t stays the time limit). 0 = run for -t.",
+    )
+    arg(
         "--slo-p99-ms",
         type=float,
         default=0.0,
@@ -127,7 +134,9 @@ class PredictorUser(FastHttpUser):
 
     @task
     def one_request(self) -> None:
-        random.choices(self.kinds, self.weights)[0]()
+        kind = random.choices(self.kinds, self.weights)[0]
+        kind()
+        _count_and_maybe_stop(self.environment, kind.__name__, [k.__name__ for k in self.kinds])
         if self.think:
             self._sleep(self.think)
 
@@ -190,6 +199,19 @@ class PredictorUser(FastHttpUser):
                 ok = len(answer) == n
             if not ok:
                 resp.failure(f"expected {n} results in {key!r}")
+
+
+_SENT: dict[str, int] = {}
+
+
+def _count_and_maybe_stop(environment, kind: str, kinds: list[str]) -> None:
+    """With --min-requests-each, end the run once every kind has its count (not a time)."""
+    _SENT[kind] = _SENT.get(kind, 0) + 1
+    wanted = environment.parsed_options.min_requests_each
+    if wanted and environment.runner is not None and all(_SENT.get(k, 0) >= wanted for k in kinds):
+        import gevent
+
+        gevent.spawn(environment.runner.quit)  # not from this user's own greenlet
 
 
 @events.quitting.add_listener

@@ -1,4 +1,5 @@
-"""The servers the benchmark compares, each started and stopped by PID.
+"""The servers the benchmark compares, each started and stopped by PID through
+tools/stack.py's supervisor (its Gunicorn/Nginx/RedisServer, and Command for the rest).
 
 - ``OurStack``: redis-server, our gunicorn (``service.gunicorn_conf``) and nginx
   from the repo's own template, all on free loopback ports under one run
@@ -16,25 +17,18 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
-import socket
-import subprocess
 import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+
+from tools.stack import Command, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 VENV_BIN = ROOT / ".venv" / "bin"
 MLSERVER_BIN = ROOT / ".bench" / "mlserver-venv" / "bin"
 
 READY_ROW = [5.1, 3.5, 1.4, 0.2]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def post_json(url: str, body: dict, timeout: float = 5.0) -> tuple[int, dict | None]:
@@ -80,45 +74,6 @@ def answer_ok(protocol: str, answer: dict | None, n: int) -> bool:
     return (outputs[0].get("shape") or [None])[0] == n
 
 
-class Process:
-    """One child process in its own session, stopped by its PID (then its group)."""
-
-    def __init__(self, argv: list[str], log: Path, env: dict | None = None, cwd: Path = ROOT):
-        self.log = log
-        with open(log, "ab") as out:
-            self.popen = subprocess.Popen(
-                argv,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                env={**os.environ, **(env or {})},
-                cwd=cwd,
-                start_new_session=True,
-            )
-
-    @property
-    def pid(self) -> int:
-        return self.popen.pid
-
-    def alive(self) -> bool:
-        return self.popen.poll() is None
-
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 15.0) -> None:
-        if not self.alive():
-            return
-        self.popen.send_signal(sig)
-        try:
-            self.popen.wait(timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.popen.pid, signal.SIGKILL)  # our own session: pgid == our pid
-            self.popen.wait(5)
-
-    def tail(self, n: int = 20) -> str:
-        try:
-            return "\n".join(self.log.read_text(errors="replace").splitlines()[-n:])
-        except OSError:
-            return ""
-
-
 class Server:
     """Base: start, wait for a real prediction, expose URLs and PIDs, stop."""
 
@@ -127,7 +82,7 @@ class Server:
 
     def __init__(self, workdir: Path) -> None:
         self.workdir = workdir
-        self.procs: list[Process] = []
+        self.procs: list[Command] = []
 
     def start(self) -> None:
         raise NotImplementedError
@@ -153,12 +108,12 @@ class Server:
         raise RuntimeError(f"{self.name} not ready after {timeout:.0f} s (last {status})\n{logs}")
 
     def logs(self) -> str:
-        return "\n".join(p.tail() for p in self.procs)
+        return "\n".join(p.log_tail(20) for p in self.procs)
 
     def check_alive(self) -> None:
         for p in self.procs:
             if not p.alive():
-                raise RuntimeError(f"{self.name}: {p.popen.args[0]} exited\n{p.tail()}")
+                raise RuntimeError(f"{self.name}: {p.argv[0]} exited\n{p.log_tail(20)}")
 
     def stop(self) -> None:
         for p in reversed(self.procs):
@@ -187,7 +142,7 @@ class SeedApp(Server):
             "loadtests.seed_app:app",
         ]  # fmt: skip
         env = {"SEED_MODEL_PATH": str(self.model_file), "PYTHONPATH": str(ROOT)}
-        self.procs.append(Process(argv, self.workdir / "seed-app.log", env))
+        self.procs.append(Command(self.workdir, "seed-app", argv, env).start())
 
     def url(self, model: str, direct: bool = False) -> str:
         return f"http://127.0.0.1:{self.port}/predict"
@@ -229,7 +184,7 @@ class MLServer(Server):
         (model_dir / "model-settings.json").write_text(json.dumps(model_settings))
         argv = [str(MLSERVER_BIN / "mlserver"), "start", str(repo)]
         env = {"PATH": f"{MLSERVER_BIN}:{os.environ.get('PATH', '')}"}
-        self.procs.append(Process(argv, self.workdir / "mlserver.log", env, cwd=repo))
+        self.procs.append(Command(self.workdir, "mlserver", argv, env, cwd=repo).start())
 
     def url(self, model: str, direct: bool = False) -> str:
         return f"http://127.0.0.1:{self.port}/v2/models/{model}/infer"

@@ -19,7 +19,7 @@ if ((${#missing[@]})); then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
-pip_args=(-e ".[test]")
+pip_args=(-e ".[test]" -c deps/constraints.txt)
 for f in deps/pip-*.txt; do [ -f "$f" ] && pip_args+=(-r "$f"); done
 "$VENV/bin/python" -m pip install -q "${pip_args[@]}"
 

@@ -1,19 +1,25 @@
-"""The app factory: settings in, a Flask app with every protocol mounted out."""
+"""The app factory: settings in, a Flask app with every protocol mounted over one data plane."""
 
 from __future__ import annotations
 
+import importlib
 import logging
 
 from flask import Flask
 
 from . import http, logs
-from .auth import ApiKeys
+from .auth import AccessPolicy, ApiKeys, check_declared
 from .cache import cache_from_settings
 from .core import PredictionCore
+from .dataplane import DataPlane
 from .models.registry import ModelRegistry
+from .repository_sync import RepositorySync, shared_state_path
 from .settings import Settings
-from .state import EXTENSION, ServiceState
-from .store import ModelStore
+from .state import EXTENSION
+from .stores import open_store
+
+# The transports mounted, one module of service/protocols/ each (a Blueprint named ``bp``).
+PROTOCOLS = ("health", "seed", "v1", "explain", "v2", "repository", "openapi", "docs", "web")
 
 
 def create_app(settings: Settings | None = None, *, load_models: bool = True) -> Flask:
@@ -28,22 +34,26 @@ def create_app(settings: Settings | None = None, *, load_models: bool = True) ->
         logging.getLogger("predictor.settings").warning("%s", warning)
     app = Flask(__name__, static_folder=None)
     app.config["MAX_CONTENT_LENGTH"] = settings.MAX_BODY_BYTES
-    store = ModelStore(settings.MODEL_STORE)
+    store = open_store(settings.MODEL_STORE, settings.STORE_CACHE_DIR)
     registry = ModelRegistry(store, settings)
     if load_models:
         registry.load_all()
-    app.extensions[EXTENSION] = ServiceState(
-        settings=settings,
-        store=store,
-        registry=registry,
-        core=PredictionCore(cache_from_settings(settings), settings.CACHE_SHARED_MIN_US),
+    # With the repository API on, every worker applies the others' load/unload.
+    sync = RepositorySync(shared_state_path()) if settings.admin_token else None
+    plane = DataPlane(
+        settings,
+        store,
+        registry,
+        PredictionCore(cache_from_settings(settings), settings.CACHE_SHARED_MIN_US),
+        sync=sync,
     )
-    http.install(
-        app, settings.MAX_BODY_BYTES, ApiKeys.parse(settings.API_KEYS, settings.API_KEYS_FILE)
+    app.extensions[EXTENSION] = plane
+    policy = AccessPolicy(
+        ApiKeys.parse(settings.API_KEYS, settings.API_KEYS_FILE), settings.admin_token
     )
+    http.install(app, plane, policy)
 
-    from .protocols import health, openapi, repository, seed, v1, v2, web
-
-    for module in (health, seed, v1, v2, repository, openapi, web):
-        app.register_blueprint(module.bp)
+    for name in PROTOCOLS:
+        app.register_blueprint(importlib.import_module(f".protocols.{name}", __package__).bp)
+    check_declared(app.view_functions)  # every route says who may call it
     return app

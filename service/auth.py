@@ -1,24 +1,89 @@
-"""Optional API keys for the prediction routes.
+"""Who may call a route, declared where the route is declared.
 
-Keys are configured hashed (``id:sha256-hex`` entries), so the config never
-holds a usable secret; a client sends its key as ``Authorization: Bearer <key>``
-or ``X-API-Key: <key>``. The presented key is hashed and compared with every
-configured hash in constant time. The key id (never the key) goes back in the
-``X-API-Key-Id`` response header, which nginx writes to its access log.
+Every view carries one access class, set by a decorator next to its route::
+
+    @bp.post("/predict")
+    @access.api_key
+    def predict(): ...
+
+- ``public``: anyone (health, metadata, the web page, the documents);
+- ``api_key``: a configured API key when ``PREDICTOR_API_KEYS`` is set, else open
+  (the routes that spend model time);
+- ``admin``: the admin token (``PREDICTOR_ADMIN_TOKEN``); with no token configured
+  every call is refused, so those routes are off unless an operator turns them on.
+
+The app refuses to start when a view declares none (``check_declared``), and the
+HTTP layer enforces the class of the matched view before it runs.
+
+Credentials come one way for both classes: ``Authorization: Bearer <secret>`` or
+``X-API-Key: <secret>`` (``presented_secret``). API keys are configured hashed
+(``id:sha256-hex`` entries), so the config never holds a usable secret; the
+presented key is hashed and compared with every configured hash in constant time.
+The key id (never the key) goes back in the ``X-API-Key-Id`` response header,
+which nginx writes to its access log.
 """
 
 from __future__ import annotations
 
+import enum
 import hashlib
 import hmac
 import secrets
+from collections.abc import Callable, Mapping
 from pathlib import Path
-
-from flask import request
+from typing import TypeVar
 
 from .errors import PredictorError
 
 KEY_ID_HEADER = "X-API-Key-Id"
+TOKEN_VARIABLE = "PREDICTOR_ADMIN_TOKEN"
+ATTRIBUTE = "predictor_access"
+
+View = TypeVar("View", bound=Callable[..., object])
+
+
+class Access(enum.StrEnum):
+    PUBLIC = "public"
+    API_KEY = "api_key"
+    ADMIN = "admin"
+
+
+def _declare(level: Access) -> Callable[[View], View]:
+    def mark(view: View) -> View:
+        setattr(view, ATTRIBUTE, level)
+        return view
+
+    return mark
+
+
+public = _declare(Access.PUBLIC)
+api_key = _declare(Access.API_KEY)
+admin = _declare(Access.ADMIN)
+
+
+def access_of(view: Callable[..., object] | None) -> Access | None:
+    """The access class a view declared, or None."""
+    return getattr(view, ATTRIBUTE, None)
+
+
+def check_declared(views: Mapping[str, Callable[..., object]]) -> None:
+    """Refuse to serve a view that declares no access class (a forgotten route stays shut)."""
+    missing = sorted(endpoint for endpoint, view in views.items() if access_of(view) is None)
+    if missing:
+        raise RuntimeError(
+            f"views without a declared access class (service/auth.py): {', '.join(missing)}"
+        )
+
+
+def presented_secret(headers: Mapping[str, str]) -> str | None:
+    """The secret a client presents: ``X-API-Key``, else ``Authorization: Bearer``."""
+    presented = headers.get("X-API-Key")
+    if presented is not None and presented.strip():
+        return presented.strip()
+    scheme, _, token = headers.get("Authorization", "").partition(" ")
+    if scheme.lower() == "bearer" and token.strip():
+        return token.strip()
+    return None
 
 
 def hash_key(key: str) -> str:
@@ -28,16 +93,6 @@ def hash_key(key: str) -> str:
 def new_key() -> str:
     """A fresh random key (256 bits, URL-safe)."""
     return secrets.token_urlsafe(32)
-
-
-def is_prediction_request(method: str, path: str) -> bool:
-    """The routes that spend model time (seed, V1 ``:predict``, V2 ``/infer``), and every
-    version-pinned route (``.../versions/{v}...``, metadata and ready included)."""
-    if path.startswith(("/v1/models/", "/v2/models/")) and "/versions/" in path:
-        return True
-    return method == "POST" and (
-        path == "/predict" or path.endswith(":predict") or path.endswith("/infer")
-    )
 
 
 class ApiKeys:
@@ -78,21 +133,50 @@ class ApiKeys:
                 found = key_id
         return found
 
-    def check_request(self) -> str:
-        """The caller's key id, or a 401 saying what is missing or wrong."""
-        presented = request.headers.get("X-API-Key")
-        if presented is None:
-            auth = request.headers.get("Authorization", "")
-            scheme, _, token = auth.partition(" ")
-            if scheme.lower() == "bearer" and token.strip():
-                presented = token.strip()
+
+class AccessPolicy:
+    """Enforces the declared access classes with the configured keys and admin token."""
+
+    def __init__(self, api_keys: ApiKeys | None, admin_token: bytes | None) -> None:
+        self.api_keys = api_keys
+        self.admin_token = admin_token
+
+    def check(self, level: Access, headers: Mapping[str, str]) -> str | None:
+        """Raise a 401/403 PredictorError when the caller may not; return an API key id."""
+        if level is Access.PUBLIC:
+            return None
+        if level is Access.API_KEY:
+            return self._check_api_key(headers)
+        self._check_admin(headers)
+        return None
+
+    def _check_api_key(self, headers: Mapping[str, str]) -> str | None:
+        if self.api_keys is None:
+            return None  # no keys configured: prediction routes are open
+        presented = presented_secret(headers)
         if not presented:
             raise PredictorError(
                 401,
                 "unauthorized",
                 "an API key is required: send Authorization: Bearer <key> or X-API-Key: <key>",
             )
-        key_id = self.identify(presented)
+        key_id = self.api_keys.identify(presented)
         if key_id is None:
             raise PredictorError(401, "unauthorized", "the API key is not valid")
         return key_id
+
+    def _check_admin(self, headers: Mapping[str, str]) -> None:
+        if not self.admin_token:
+            raise PredictorError(
+                403,
+                "repository_disabled",
+                f"the model repository API is disabled: set {TOKEN_VARIABLE} on the service "
+                "to enable it",
+            )
+        presented = presented_secret(headers)
+        if not presented:
+            raise PredictorError(
+                401, "unauthorized", "missing credentials: send Authorization: Bearer <admin token>"
+            )
+        if not hmac.compare_digest(presented.encode(), self.admin_token):
+            raise PredictorError(403, "forbidden", "the admin token is not valid")

@@ -16,7 +16,7 @@ from . import runtimes
 from .errors import ArtifactRejected, PredictorError
 from .manifest import CompiledRecord
 from .settings import Settings
-from .store import ModelStore
+from .stores import open_store
 
 
 class CliError(Exception):
@@ -45,9 +45,9 @@ def _parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_text, description=help_text)
         p.add_argument(
             "--store",
-            type=Path,
             default=None,
-            help="model store directory (default: $PREDICTOR_MODEL_STORE or ./models)",
+            help="model store: a directory or s3://BUCKET/PREFIX "
+            "(default: $PREDICTOR_MODEL_STORE or ./models)",
         )
         p.set_defaults(func=func)
         return p
@@ -126,6 +126,17 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("name")
     p.add_argument("version")
 
+    p = command(
+        "canary",
+        _canary,
+        "send PERCENT of the requests naming no version of NAME to VERSION (or end it: --off)",
+    )
+    p.add_argument("name")
+    p.add_argument("version", nargs="?", help="the candidate version (verified and smoke-tested)")
+    p.add_argument("--percent", type=float, help="share of unpinned requests, above 0, below 100")
+    p.add_argument("--sticky", action="store_true", help="one API key always sees the same version")
+    p.add_argument("--off", action="store_true", help="end the canary: current takes everything")
+
     p = command("rollback", _rollback, "return NAME to the version current before this one")
     p.add_argument("name")
 
@@ -161,19 +172,20 @@ def _parser() -> argparse.ArgumentParser:
 def _settings(args: argparse.Namespace) -> Settings:
     settings = Settings()
     if args.store is not None:
-        settings = settings.model_copy(update={"MODEL_STORE": args.store})
+        settings = Settings(MODEL_STORE=args.store)
     return settings
 
 
-def _store(args: argparse.Namespace) -> ModelStore:
-    return ModelStore(_settings(args).MODEL_STORE)
+def _store(args: argparse.Namespace) -> Any:
+    settings = _settings(args)
+    return open_store(settings.MODEL_STORE, settings.STORE_CACHE_DIR)
 
 
 def _train_demo(args: argparse.Namespace) -> int:
     from .demo import train_demo
 
     settings = _settings(args)
-    for manifest in train_demo(ModelStore(settings.MODEL_STORE), settings.publishing_key()):
+    for manifest in train_demo(_store(args), settings.publishing_key()):
         print(
             f"published {manifest.name} version {manifest.version} "
             f"({manifest.estimator}, {_metrics_text(manifest.metrics)}) and made it current"
@@ -211,7 +223,7 @@ def _publish(args: argparse.Namespace) -> int:
             data=args.data,
             target=args.target,
             held_out=args.held_out,
-            store=ModelStore(settings.MODEL_STORE),
+            store=_store(args),
             version=args.version,
             features=[f for f in args.features.split(",") if f.strip()] if args.features else None,
             labels=parse_labels_arg(args.labels) if args.labels else None,
@@ -308,15 +320,46 @@ def _models(args: argparse.Namespace) -> int:
 
 def _promote(args: argparse.Namespace) -> int:
     settings = _settings(args)
-    ModelStore(settings.MODEL_STORE).promote(args.name, args.version)
+    from .canary import promote
+
+    ended = promote(_store(args), args.name, args.version)
     print(f"{args.name}: current version is now {args.version}")
+    if ended:
+        print(f"  the canary of version {args.version} ended: it takes all traffic now")
     _announce(settings, args.name, args.version)
+    return 0
+
+
+def _canary(args: argparse.Namespace) -> int:
+    from . import canary
+
+    settings = _settings(args)
+    store = _store(args)
+    if args.off:
+        if args.version or args.percent is not None:
+            raise CliError("--off takes no VERSION or --percent")
+        ended = canary.stop(store, args.name)
+        if ended is None:
+            print(f"{args.name}: no canary was running")
+        else:
+            print(f"{args.name}: canary of version {ended.version} ended")
+            _announce(settings, args.name, "canary-off")
+        return 0
+    if not args.version or args.percent is None:
+        raise CliError("expected NAME VERSION --percent P (or NAME --off)")
+    state = canary.start(store, settings, args.name, args.version, args.percent, args.sticky)
+    how = "per API key" if state.sticky else "per request"
+    print(
+        f"{args.name}: version {state.version} takes {state.percent:g}% of the requests "
+        f"naming no version ({how}); current {store.current(args.name)} the rest"
+    )
+    _announce(settings, args.name, f"canary-{state.version}")
     return 0
 
 
 def _rollback(args: argparse.Namespace) -> int:
     settings = _settings(args)
-    store = ModelStore(settings.MODEL_STORE)
+    store = _store(args)
     previous = store.current(args.name)
     version = store.rollback(args.name)
     print(f"{args.name}: rolled back from version {previous} to {version}")
@@ -348,7 +391,7 @@ def _verify(args: argparse.Namespace) -> int:
     from .artifacts import verify_version
 
     settings = _settings(args)
-    store = ModelStore(settings.MODEL_STORE)
+    store = _store(args)
     key = settings.signing_key
     failed = 0
     for name in store.names():

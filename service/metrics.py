@@ -111,6 +111,29 @@ MODEL_LOAD_FAILURES = Counter(
     "Model versions refused at load (the previous version kept serving), by reason.",
     ["model", "version", "reason"],
 )
+STORE_ERRORS = Counter(
+    "predictor_store_errors_total",
+    "Model store calls that failed (the service kept serving what it had loaded).",
+    ["backend", "operation"],
+)
+VERSION_REQUESTS = Counter(
+    "predictor_version_requests_total",
+    "Prediction requests naming no version, by the version that answered, its role "
+    "(current or canary) and outcome (error = 5xx or the model refused the rows).",
+    ["model", "version", "role", "outcome"],
+)
+VERSION_DURATION = Histogram(
+    "predictor_version_request_duration_seconds",
+    "Time to answer prediction requests naming no version, by version and role.",
+    ["model", "version", "role"],
+    buckets=LATENCY_BUCKETS,
+)
+CANARY_PERCENT = Gauge(
+    "predictor_canary_percent",
+    "Share (percent) of unpinned requests each worker sends to a canary version; 0 = ended.",
+    ["model", "version"],
+    multiprocess_mode="liveall",
+)
 MODEL_BROKEN = Gauge(
     "predictor_model_broken",
     "Broken parts of a model in the store, per worker: current (its pointer is unreadable), "
@@ -128,6 +151,39 @@ PREDICTION_VALUES = Histogram(
     "Regressor prediction values.",
     ["model", "version"],
     buckets=VALUE_BUCKETS,
+)
+EXPLAIN_REQUESTS = Counter(
+    "predictor_explain_requests_total",
+    "Explain requests (:explain, V2 explanation output), by model, method and outcome "
+    "(ok, unsupported, bad_input, error).",
+    ["model", "method", "status"],
+)
+EXPLAIN_DURATION = Histogram(
+    "predictor_explain_duration_seconds",
+    "Time to explain a request's rows (estimator + explainer), by method.",
+    ["method"],
+    buckets=LATENCY_BUCKETS,
+)
+
+# Per model version, what the Open Inference Protocol statistics extension reports
+# (GET /v2/models/{name}/stats, service/statistics.py): observed by the data plane.
+MODEL_REQUEST_DURATION = Histogram(
+    "predictor_model_request_duration_seconds",
+    "Prediction requests per model version, by outcome (success or fail), and their time "
+    "in the data plane (cache, runtime, metrics).",
+    ["model", "version", "outcome"],
+    buckets=LATENCY_BUCKETS,
+)
+MODEL_ROWS = Counter(
+    "predictor_model_rows_total",
+    "Rows predicted per model version (the statistics extension's inference_count).",
+    ["model", "version"],
+)
+MODEL_LAST_REQUEST = Gauge(
+    "predictor_model_last_request_timestamp_seconds",
+    "Unix time of the last successful prediction request per model version.",
+    ["model", "version"],
+    multiprocess_mode="max",
 )
 
 GRPC_REQUESTS = Counter(
@@ -158,3 +214,14 @@ def mark_worker_dead(pid: int) -> None:
     """Called from gunicorn's child_exit so a dead worker's live gauges vanish."""
     if MULTIPROCESS:
         _mp.mark_process_dead(pid)
+
+
+def collect() -> list:
+    """The metric families of every worker (multiprocess) or of this process, parsed."""
+    if MULTIPROCESS:
+        registry = CollectorRegistry()
+        _mp.MultiProcessCollector(registry)
+        return list(registry.collect())
+    from prometheus_client import REGISTRY
+
+    return list(REGISTRY.collect())

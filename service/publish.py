@@ -35,6 +35,7 @@ from .training_data import (
     DataError,
     SplitData,
     accepts_nan,
+    check_declared_types,
     describe_features,
     feature_names,
     held_out_split,
@@ -103,7 +104,7 @@ def _columns(data: Any, n: int) -> list[list[Any]]:
 
 
 def publish_estimator(
-    store: ModelStore,
+    store: ModelStore | Any,
     estimator: Any,
     *,
     name: str,
@@ -134,7 +135,12 @@ def publish_estimator(
     given. ``rows_by_source``: verification rows for the compiled graph (else
     rows drawn from the features' ranges). ``not_compiled_reason``: serve with
     scikit-learn and record why (e.g. no data to verify a graph on).
+    ``store`` is a store object, a directory path or an ``s3://BUCKET/PREFIX`` URI.
     """
+    if isinstance(store, str | Path):
+        from .stores import open_store
+
+        store = open_store(store)
     check_name("model", name)
     if signing_key is CONFIGURED_KEY:
         from .settings import Settings
@@ -442,8 +448,10 @@ def publish_model(
     check_estimator(estimator, source)
     trained = trained_sklearn_version or sklearn.__version__
     check_version(trained, allow_version_mismatch)
-    if not isinstance(store, ModelStore):
-        store = ModelStore(Path(store))
+    if isinstance(store, str | Path):
+        from .stores import open_store
+
+        store = open_store(store)  # a directory or s3://BUCKET/PREFIX
     names, declared, given = _feature_overrides(features)
     task = "classification" if is_classifier(estimator) else "regression"
     common: dict[str, Any] = dict(
@@ -467,6 +475,7 @@ def publish_model(
                 chosen = [
                     f.model_copy(update={"type": declared.get(f.name, f.type)}) for f in chosen
                 ]
+            check_declared_types(estimator, chosen)
             return publish_estimator(
                 store,
                 estimator,

@@ -35,7 +35,15 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="PREDICTOR_", extra="ignore")
 
-    MODEL_STORE: Path = Field(Path("models"), description="Root of the model store.")
+    MODEL_STORE: Path | str = Field(
+        Path("models"),
+        description="Root of the model store: a directory, or s3://BUCKET/PREFIX (AWS variables).",
+    )
+    STORE_CACHE_DIR: Path | None = Field(
+        None,
+        description="Local copies of versions served from an S3 store (default: under the "
+        "temp directory).",
+    )
     DEFAULT_MODEL: str = Field("iris", description="Model answered by the seed route /predict.")
 
     # --- cache -----------------------------------------------------------
@@ -120,6 +128,17 @@ class Settings(BaseSettings):
     RUNTIME_OVERRIDES: str = Field(
         "", description="Per-model runtime, e.g. iris=sklearn,iris-rf=onnx (beats RUNTIME)."
     )
+
+    @field_validator("MODEL_STORE")
+    @classmethod
+    def _check_store(cls, value: Path | str) -> Path | str:
+        # An S3 URI stays a string: Path("s3://b/p") would be the local directory "s3:/b/p".
+        text = str(value)
+        if text.startswith("s3://"):
+            return text
+        if "://" in text:
+            raise ValueError(f"{text!r}: expected a directory or s3://BUCKET[/PREFIX]")
+        return Path(value)
 
     @field_validator("RUNTIME")
     @classmethod

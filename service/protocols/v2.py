@@ -1,120 +1,255 @@
-"""Open Inference Protocol (KServe V2) REST: health, metadata and infer.
+"""Open Inference Protocol (KServe V2) REST: health, metadata, infer and statistics.
 
 Requests decode into validated rows (protocols/v2_tensors.py) and go through the
-same prediction core, cache and metrics as every other route. Outputs are named
-as MLServer's scikit-learn runtime names them: ``predict`` is the estimator's raw
-``predict()`` output (class values for classifiers, e.g. INT64 0/1/2 for iris,
-whose names the model metadata lists under ``parameters.labels``), and
-``predict_proba`` the class probabilities. Without ``outputs`` in the request
-only ``predict`` is returned, as MLServer does.
+data plane like every other route; errors leave as the protocol's
+``{"error": "..."}`` (service/http.py shapes every ``/v2`` error, unknown routes
+included). Outputs are named as MLServer's scikit-learn runtime names them:
+``predict`` is the estimator's raw ``predict()`` output (class values for
+classifiers, e.g. INT64 0/1/2 for iris, whose names the model metadata lists under
+``parameters.labels``), and ``predict_proba`` the class probabilities. Without
+``outputs`` in the request only ``predict`` is returned, as MLServer does.
 """
 
 from __future__ import annotations
 
-import zlib
 from typing import Any
 
 import numpy as np
 import orjson
-from flask import Blueprint, Response, current_app, request
-from werkzeug.exceptions import RequestEntityTooLarge
+from flask import Blueprint, Response, request
 
-from .. import __version__ as _package_version
-from ..errors import PredictorError, bad_input
-from ..http import body_too_large, json_response
+from .. import auth
+from ..dataplane import DataPlane, ModelReadiness
+from ..errors import bad_input
+from ..http import json_response, prediction_headers, read_body
 from ..manifest import Manifest
 from ..models.loading import LoadedModel
-from ..state import ServiceState, state
+from ..state import plane
+from ..statistics import Duration, ModelStatistics
+from . import schemas
+from .openapi import BODY_ERRORS, INFER_HEADER, JSON, operation
 from .v2_tensors import (
     RequestedOutput,
     decode_request,
     encode_output,
     feature_datatype,
     tensors_to_rows,
-    v2_error,
 )
 
 bp = Blueprint("v2", __name__)
 
-SERVER_NAME = "predictor"
-EXTENSIONS = ["model_repository", "binary_tensor_data"]
 HEADER_LENGTH = "Inference-Header-Content-Length"
 PREDICT, PREDICT_PROBA = "predict", "predict_proba"
-
-
-@bp.errorhandler(PredictorError)
-def _error(exc: PredictorError) -> Response:
-    return json_response(v2_error(exc), exc.status)
+NO_CURRENT = {503: "The model has no current version."}
+READY = {
+    "ok": schemas.ModelReady,
+    "other": {503: (schemas.ModelReady, "Not ready (not loaded, or draining); reason says why.")},
+}
+INFER = {
+    "ok": {
+        JSON: {"schema": {"$ref": "#/components/schemas/InferResponse"}},
+        "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+    },
+    "body": schemas.InferRequest,
+    "errors": BODY_ERRORS,
+    "parameters": (INFER_HEADER,),
+    "description": "With binary outputs the body is JSON + raw bytes and the "
+    "Inference-Header-Content-Length header gives the JSON length.",
+    "models": (schemas.InferResponse,),
+}
 
 
 @bp.get("/v2")
+@auth.public
+@operation("Server metadata", "v2", ok=schemas.ServerMetadata)
 def server_metadata() -> Response:
+    meta = plane().server_metadata()
     return json_response(
-        {"name": SERVER_NAME, "version": _package_version, "extensions": EXTENSIONS}
+        {"name": meta.name, "version": meta.version, "extensions": list(meta.extensions)}
     )
 
 
 @bp.get("/v2/health/live")
+@auth.public
+@operation("Server live", "v2", ok=schemas.ServerLive)
 def live() -> Response:
-    return json_response({"live": True})
+    is_live = plane().live()
+    return json_response({"live": is_live}, 200 if is_live else 503)
 
 
 @bp.get("/v2/health/ready")
+@auth.public
+@operation(
+    "Server ready",
+    "v2",
+    ok=schemas.ServerReady,
+    other={503: (schemas.ServerReady, "No model loaded, or draining.")},
+)
 def ready() -> Response:
-    st = state(current_app)
-    is_ready = not st.draining and st.registry.ready()
+    is_ready = plane().ready().ready
     return json_response({"ready": is_ready}, 200 if is_ready else 503)
 
 
 @bp.get("/v2/models/<name>")
+@auth.public
+@operation("Model metadata", "v2", ok=schemas.ModelMetadata, errors=NO_CURRENT)
 def model_metadata(name: str) -> Response:
-    st = state(current_app)
-    return json_response(_metadata(st, _serving_manifest(st, name), st.store.versions(name)))
+    dp = plane()
+    return json_response(_metadata(dp.manifest(name), dp.versions(name)))
 
 
 @bp.get("/v2/models/<name>/versions/<version>")
+@auth.api_key  # version-pinned: needs the key whenever keys are configured
+@operation("Model version metadata", "v2", ok=schemas.ModelMetadata)
 def model_version_metadata(name: str, version: str) -> Response:
-    st = state(current_app)
-    return json_response(_metadata(st, st.store.manifest(name, version), [version]))
+    return json_response(_metadata(plane().manifest(name, version), [version]))
 
 
 @bp.get("/v2/models/<name>/ready")
+@auth.public
+@operation("Model ready", "v2", **READY)
 def model_ready(name: str) -> Response:
-    return _model_ready(name, None)
+    return _ready_answer(plane().model_ready(name))
 
 
 @bp.get("/v2/models/<name>/versions/<version>/ready")
+@auth.api_key  # version-pinned: needs the key whenever keys are configured
+@operation("Model version ready", "v2", **READY)
 def model_version_ready(name: str, version: str) -> Response:
-    return _model_ready(name, version)
+    return _ready_answer(plane().model_ready(name, version))
+
+
+@bp.get("/v2/models/<name>/config")
+@auth.public
+@operation("Model configuration", "v2", ok=schemas.ModelConfig, errors=NO_CURRENT)
+def model_config(name: str) -> Response:
+    dp = plane()
+    return json_response(_config(dp, dp.manifest(name), dp.versions(name)))
+
+
+@bp.get("/v2/models/<name>/versions/<version>/config")
+@auth.api_key  # version-pinned: needs the key whenever keys are configured
+@operation("Model version configuration", "v2", ok=schemas.ModelConfig)
+def model_version_config(name: str, version: str) -> Response:
+    dp = plane()
+    return json_response(_config(dp, dp.manifest(name, version), [version]))
+
+
+@bp.get("/v2/models/stats")
+@auth.public
+@operation("Statistics of every model", "v2", ok=schemas.Statistics)
+def all_statistics() -> Response:
+    return _statistics_answer(plane().statistics())
+
+
+@bp.get("/v2/models/<name>/stats")
+@auth.public
+@operation("Model statistics", "v2", ok=schemas.Statistics)
+def model_statistics(name: str) -> Response:
+    return _statistics_answer(plane().statistics(name))
+
+
+@bp.get("/v2/models/<name>/versions/<version>/stats")
+@auth.api_key  # version-pinned: needs the key whenever keys are configured
+@operation("Model version statistics", "v2", ok=schemas.Statistics)
+def model_version_statistics(name: str, version: str) -> Response:
+    return _statistics_answer(plane().statistics(name, version))
 
 
 @bp.post("/v2/models/<name>/infer")
+@auth.api_key
+@operation("Infer (V2)", "v2", **INFER)
 def infer(name: str) -> Response:
     return _infer(name, None)
 
 
 @bp.post("/v2/models/<name>/versions/<version>/infer")
+@auth.api_key
+@operation("Infer with a version (V2)", "v2", **INFER)
 def infer_version(name: str, version: str) -> Response:
     return _infer(name, version)
 
 
-# --- helpers ---------------------------------------------------------------
+# --- encoding ----------------------------------------------------------------
 
 
-def _serving_manifest(st: ServiceState, name: str) -> Manifest:
-    """The manifest of the version this worker serves, else the store's current one."""
-    try:
-        return st.registry.get(name).manifest
-    except PredictorError as exc:
-        if exc.status == 404:
-            raise
-    current = st.store.current(name)
-    if current is None:
-        raise PredictorError(503, "model_not_ready", f"model {name!r} has no current version")
-    return st.store.manifest(name, current)
+def _ready_answer(readiness: ModelReadiness) -> Response:
+    body: dict[str, Any] = {"name": readiness.name}
+    if readiness.version is not None:
+        body["version"] = readiness.version
+    body["ready"] = readiness.ready
+    if not readiness.ready:
+        body["reason"] = readiness.reason
+    return json_response(body, 200 if readiness.ready else 503)
 
 
-def _metadata(st: ServiceState, m: Manifest, versions: list[str]) -> dict[str, Any]:
+def _duration(d: Duration) -> dict[str, int]:
+    return {"count": d.count, "ns": d.ns}
+
+
+def _statistics_answer(stats: list[ModelStatistics]) -> Response:
+    """The statistics extension's body (Triton's shape; queue and compute_input/output are
+    not separate steps here, so they stay zero)."""
+    zero = {"count": 0, "ns": 0}
+    return json_response(
+        {
+            "model_stats": [
+                {
+                    "name": s.name,
+                    "version": s.version,
+                    "last_inference": s.last_inference,
+                    "inference_count": s.inference_count,
+                    "execution_count": s.execution_count,
+                    "inference_stats": {
+                        "success": _duration(s.success),
+                        "fail": _duration(s.fail),
+                        "queue": zero,
+                        "compute_input": zero,
+                        "compute_infer": _duration(s.compute_infer),
+                        "compute_output": zero,
+                    },
+                    "batch_stats": [],
+                }
+                for s in stats
+            ]
+        }
+    )
+
+
+def _config(dp: DataPlane, m: Manifest, versions: list[str]) -> dict[str, Any]:
+    """A model configuration in Triton's vocabulary (what ``get_model_config`` reads)."""
+    meta = _metadata(m, versions)
+
+    def tensors(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return [
+            {"name": t["name"], "data_type": _TRITON_TYPE[t["datatype"]], "dims": t["shape"]}
+            for t in items
+        ]
+
+    return {
+        "name": m.name,
+        "versions": versions,
+        "platform": meta["platform"],
+        "backend": "predictor",
+        "max_batch_size": dp.settings.MAX_ROWS,
+        "input": tensors(meta["inputs"]),
+        "output": tensors(meta["outputs"]),
+        "parameters": {
+            k: {"string_value": orjson.dumps(v).decode()} for k, v in meta["parameters"].items()
+        },
+    }
+
+
+# Triton model-config data types; BYTES is TYPE_STRING there.
+_TRITON_TYPE = {
+    "BOOL": "TYPE_BOOL",
+    "INT64": "TYPE_INT64",
+    "FP64": "TYPE_FP64",
+    "BYTES": "TYPE_STRING",
+}
+
+
+def _metadata(m: Manifest, versions: list[str]) -> dict[str, Any]:
     outputs: list[dict[str, Any]] = [
         {"name": PREDICT, "datatype": _predict_datatype(m), "shape": [-1]}
     ]
@@ -149,53 +284,16 @@ def _predict_datatype(m: Manifest) -> str:
     return "BYTES"
 
 
-def _model_ready(name: str, version: str | None) -> Response:
-    st = state(current_app)
-    try:
-        model = st.registry.get(name, version)
-    except PredictorError as exc:
-        if exc.status == 404:
-            raise
-        return json_response({"name": name, "ready": False, "reason": exc.message}, 503)
-    return json_response({"name": model.name, "version": model.version, "ready": True})
-
-
-def _read_body(st: ServiceState) -> bytes:
-    """The raw body within the size limit, decompressed when the client compressed it."""
-    limit = st.settings.MAX_BODY_BYTES
-    if request.content_length is not None and request.content_length > limit:
-        raise body_too_large(request.content_length, limit)
-    try:
-        body = request.get_data(cache=False)
-    except RequestEntityTooLarge:
-        raise body_too_large(None, limit) from None
-    encoding = request.headers.get("Content-Encoding", "").lower()
-    if encoding in ("gzip", "deflate"):
-        # Bounded: a small compressed body must not expand past the limit.
-        inflater = zlib.decompressobj(16 + zlib.MAX_WBITS if encoding == "gzip" else zlib.MAX_WBITS)
-        try:
-            body = inflater.decompress(body, limit + 1)
-        except zlib.error as exc:
-            raise bad_input("invalid_body", f"body is not valid {encoding}: {exc}") from None
-        if len(body) > limit or inflater.unconsumed_tail:
-            raise body_too_large(None, limit)
-    elif encoding not in ("", "identity"):
-        raise PredictorError(
-            415, "unsupported_encoding", f"Content-Encoding {encoding} is not supported"
-        )
+def _infer(name: str, version: str | None) -> Response:
+    dp = plane()
+    model = dp.model(name, version)
+    body = read_body(dp.settings.MAX_BODY_BYTES)
     if not body:
         raise bad_input("invalid_json", "request body is empty: send a V2 inference request")
-    return body
-
-
-def _infer(name: str, version: str | None) -> Response:
-    st = state(current_app)
-    model = st.registry.get(name, version)
-    body = _read_body(st)
     req = decode_request(body, request.headers.get(HEADER_LENGTH))
     wanted = _outputs_wanted(model, req.outputs)
-    rows = tensors_to_rows(req.inputs, model.manifest.features, st.settings.MAX_ROWS)
-    result = st.core.predict(model, rows, with_proba=PREDICT_PROBA in wanted)
+    rows = tensors_to_rows(req.inputs, model.manifest.features, dp.settings.MAX_ROWS)
+    result = dp.predict(model, rows, with_proba=PREDICT_PROBA in wanted)
 
     outputs, blobs = [], []
     for out in wanted.values():
@@ -216,7 +314,7 @@ def _infer(name: str, version: str | None) -> Response:
     if req.id is not None:
         answer["id"] = req.id
     answer["outputs"] = outputs
-    headers = st.answer_headers(result)
+    headers = prediction_headers(dp, result)
     if not blobs:
         return json_response(answer, headers=headers)
     header = orjson.dumps(answer)

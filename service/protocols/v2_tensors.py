@@ -5,7 +5,7 @@ data extension: the ``Inference-Header-Content-Length`` header says where the
 JSON ends; each input with ``parameters.binary_data_size`` takes that many bytes
 from what follows, in input order). Element data is row-major, flat or nested.
 Everything here raises ``PredictorError`` with the exact reason; the V2 routes
-turn that into the protocol's ``{"error": "..."}``.
+turn that into the protocol's ``{"error": "..."}`` (service/http.py).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-from ..errors import PredictorError, bad_input
+from ..errors import bad_input
 from ..manifest import Feature
 from ..validation import (
     check_matrix,
@@ -329,11 +329,6 @@ def encode_output(
         raw = np.ascontiguousarray(array, dtype=NUMERIC_DTYPES[datatype]).tobytes()
     out["parameters"] = {"binary_data_size": len(raw)}
     return out, raw
-
-
-def v2_error(exc: PredictorError) -> dict[str, str]:
-    """The protocol's error body: one string."""
-    return {"error": exc.message}
 
 
 # --- tensors to rows -------------------------------------------------------

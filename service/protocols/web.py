@@ -11,6 +11,9 @@ from pathlib import Path
 
 from flask import Blueprint, Response
 
+from .. import auth
+from .openapi import TEXT, operation
+
 bp = Blueprint("web", __name__)
 
 WEB_DIR = Path(__file__).resolve().parents[1] / "web"
@@ -39,20 +42,35 @@ def _serve(name: str, mimetype: str) -> Response:
 
 
 @bp.get("/")
+@auth.public
+@operation("Web page to try a model", "web", ok={"text/html": TEXT})
 def index() -> Response:
     return _serve("index.html", "text/html")
 
 
 @bp.get("/web/app.js")
+@auth.public
+@operation("Web page script", "web", ok={"text/javascript": TEXT})
 def script() -> Response:
     return _serve("app.js", "text/javascript")
 
 
+@bp.get("/web/explain.js")
+@auth.public
+@operation("Web page explanation chart script", "web", ok={"text/javascript": TEXT})
+def explain_script() -> Response:
+    return _serve("explain.js", "text/javascript")
+
+
 @bp.get("/web/style.css")
+@auth.public
+@operation("Web page style", "web", ok={"text/css": TEXT})
 def style() -> Response:
     return _serve("style.css", "text/css")
 
 
 @bp.get("/web/favicon.svg")
+@auth.public
+@operation("Web page icon", "web", ok={"image/svg+xml": TEXT})
 def favicon() -> Response:
     return _serve("favicon.svg", "image/svg+xml")

@@ -95,7 +95,8 @@ async function loadModels() {
     const label = model.ready ? model.name : `${model.name} (not loaded)`;
     select.append(el("option", { value: model.name, text: label }));
   }
-  const wanted = new URLSearchParams(location.search).get("model");
+  // ?model=NAME, else the service's default model (the one /predict answers with).
+  const wanted = new URLSearchParams(location.search).get("model") || result.body.default_model;
   if (wanted && models.some((m) => m.name === wanted)) select.value = wanted;
   select.addEventListener("change", () => describe(select.value));
   await describe(select.value);
@@ -118,7 +119,11 @@ async function describe(name) {
 function renderModel(model) {
   $("model-help").textContent = model.description || "";
   $("model-task").textContent = model.task || "unknown";
-  $("model-estimator").textContent = model.estimator || "unknown";
+  $("model-estimator").textContent =
+    (model.estimator || "unknown") +
+    (model.sklearn_version
+      ? ` (trained with scikit-learn ${model.sklearn_version}, served by ${model.serving_sklearn_version})`
+      : "");
   $("model-serving").textContent = model.serving_version
     ? `version ${model.serving_version} (${model.runtime})`
     : "nothing: the model is not loaded";
@@ -157,6 +162,11 @@ function fieldId(i) {
 }
 
 function rangeHint(f) {
+  const base = baseHint(f);
+  return f.nullable ? `${base}; may be left empty (missing)` : base;
+}
+
+function baseHint(f) {
   if (f.type === "string") {
     return f.categories ? `one of ${f.categories.join(", ")}` : "text";
   }
@@ -182,7 +192,7 @@ function renderForm(model) {
       input.append(el("option", { value: "false", text: "false" }));
     } else if (f.type === "string" && f.categories) {
       input = el("select", { id, name: f.name });
-      input.append(el("option", { value: "", text: "choose…" }));
+      input.append(el("option", { value: "", text: f.nullable ? "(missing)" : "choose…" }));
       for (const c of f.categories) input.append(el("option", { value: c, text: c }));
     } else {
       input = el("input", {
@@ -219,7 +229,7 @@ function fillSample() {
   if (!sample) return;
   current.features.forEach((f, i) => {
     const input = $(fieldId(i));
-    input.value = String(sample[i]);
+    input.value = sample[i] === null ? "" : String(sample[i]);
     checkField(f, input);
   });
 }
@@ -236,6 +246,7 @@ function setFieldError(input, message, warning = false) {
 function parseField(f, raw) {
   const text = raw.trim();
   if (text === "") {
+    if (f.nullable) return [null, null]; // left empty: sent as null, a missing value
     return [null, f.type === "string" || f.type === "bool" ? "Choose a value." : `Enter ${rangeHint(f).split(";")[0]}.`];
   }
   if (f.type === "string") return [text, null];
@@ -317,6 +328,7 @@ async function submit(event) {
     }
     renderResult(result.body);
     renderCurl(url, body);
+    renderExplanation(url, body, headers); // explain.js
   } catch (err) {
     show($("form-error"), `The service could not be reached: ${err.message}`);
   } finally {

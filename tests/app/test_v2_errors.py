@@ -399,7 +399,11 @@ def test_not_ready_without_models(tmp_path):
         assert c.get("/v2/health/live").status_code == 200
         response = c.get("/v2/health/ready")
         assert response.status_code == 503 and response.get_json() == {"ready": False}
-        assert c.get("/v2").get_json()["extensions"] == ["model_repository", "binary_tensor_data"]
+        assert c.get("/v2").get_json()["extensions"] == [
+            "model_repository",
+            "binary_tensor_data",
+            "statistics",
+        ]
 
 
 def test_string_features_as_bytes(tmp_path):

@@ -147,8 +147,11 @@ def test_publish_into_broken_store_fails_in_one_line(report: dict, key: str, err
 
 def test_abuse_answers(report: dict) -> None:
     by_key = report["by_key"]
-    flood = by_key["abuse-flood"]["figures"]["statuses"]
-    assert set(flood) <= {"200", "429"} and flood["429"] > flood.get("200", 0), flood
+    figures = by_key["abuse-flood"]["figures"]
+    flood = figures["statuses"]
+    # At most burst + rate x elapsed pass one key's limit, however fast the flood went.
+    allowed = chaos.FLOOD_KEY_BURST + chaos.FLOOD_KEY_RATE * figures["seconds"] + 2
+    assert set(flood) <= {"200", "429"} and flood["429"] and flood.get("200", 0) <= allowed, figures
     slow = by_key["abuse-slow-body"]["figures"]
     assert slow["statuses"] == {"408": chaos.SHORT["slow_clients"]}, slow
     # nginx closes them at its body timeout; a busy machine may take longer to do it.

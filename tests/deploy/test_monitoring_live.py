@@ -272,6 +272,16 @@ def live(demo_store_template: Path, tmp_path_factory: pytest.TempPathFactory) ->
         run_cli("promote", "--store", str(stores["a"]), "diabetes", "2")
         wait_until(lambda: serves(http, a.url, "iris", "2"), 15, "a serves iris version 2")
         wait_until(lambda: serves(http, a.url, "diabetes", "2"), 15, "a serves diabetes 2")
+        # A canary: half of a's unpinned diabetes requests go back to version 1.
+        run_cli("canary", "--store", str(stores["a"]), "diabetes", "1", "--percent", "50")
+        wait_until(
+            lambda: http.get(a.url + "/metrics").text.count("predictor_canary_percent{") >= 2,
+            15,
+            "both of a's workers run the diabetes canary",
+        )
+        for _ in range(20):  # both sides' series are born; the next phase adds to them
+            serves(http, a.url, "diabetes", "2")
+        live.wait_scraped()
         # A damaged version: refused, version 2 keeps serving.
         run_cli("promote", "--store", str(stores["a"]), "iris", "3")
         wait_until(

@@ -15,7 +15,7 @@ def _accounted(answers: list[Answer], rows: list[chaos.Row]) -> chaos.Chaos:
     runner.cfg = chaos.Config()
     runner.rows, runner.problems = rows, []
     runner.marker = Path("/nonexistent/marker")
-    runner.answer_checks = {}  # no row here checks its answers itself
+    runner.answer_checks = {}  # rows that check what clients saw register here
     runner._account(answers, {"num_requests": len(answers), "num_failures": sum(
         1 for a in answers if a.error)})  # fmt: skip
     return runner

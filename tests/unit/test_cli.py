@@ -1,9 +1,15 @@
-"""The ``predictor`` command as a user runs it: one-line errors, never a traceback."""
+"""The ``predictor`` command: one-line errors, never a traceback.
+
+Most cases call ``service.cli.main`` in this process (a new interpreter per command
+would import scikit-learn and ONNX each time: most of the fast loop's CPU); the last
+test runs the installed command as a user does, exit code and stderr included.
+"""
 
 from __future__ import annotations
 
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import joblib
@@ -13,13 +19,32 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+from service.cli import main
+
 PREDICTOR = str(Path(sys.executable).with_name("predictor"))
 
 
-def run(*args: str, store: Path) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [PREDICTOR, *args, "--store", str(store)], capture_output=True, text=True, timeout=120
-    )
+@dataclass
+class Result:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+@pytest.fixture
+def run(capsys: pytest.CaptureFixture):  # noqa: ANN201 - the runner
+    """``run(*args, store=...)``: the command's exit code and output, in process."""
+
+    def _run(*args: str, store: Path) -> Result:
+        capsys.readouterr()
+        try:
+            code = main([*args, "--store", str(store)])
+        except SystemExit as exc:  # argparse's usage errors
+            code = exc.code if isinstance(exc.code, int) else 2
+        out = capsys.readouterr()
+        return Result(code, out.out, out.err)
+
+    return _run
 
 
 @pytest.fixture
@@ -31,7 +56,7 @@ def pipeline_file(tmp_path) -> Path:
     return path
 
 
-def test_publish_list_promote_rollback(store_dir, pipeline_file):
+def test_publish_list_promote_rollback(run, store_dir, pipeline_file):
     result = run("publish", str(pipeline_file), "--name", "body", "--labels", "light,heavy",
                  "--promote", store=store_dir)  # fmt: skip
     assert result.returncode == 0, result.stderr
@@ -57,7 +82,7 @@ def test_publish_list_promote_rollback(store_dir, pipeline_file):
         (["rollback", "iris"], "has no earlier version"),
     ],
 )
-def test_errors_are_one_line(store_dir, args, message):
+def test_errors_are_one_line(run, store_dir, args, message):
     result = run(*args, store=store_dir)
     assert result.returncode == 1
     assert "Traceback" not in result.stderr
@@ -65,7 +90,7 @@ def test_errors_are_one_line(store_dir, args, message):
     assert message in result.stderr
 
 
-def test_schema_mismatch_and_bad_feature_spec(store_dir, pipeline_file, tmp_path):
+def test_schema_mismatch_and_bad_feature_spec(run, store_dir, pipeline_file, tmp_path):
     result = run(
         "publish", str(pipeline_file), "--name", "b", "--features", "a,b,c", store=store_dir
     )
@@ -80,6 +105,18 @@ def test_schema_mismatch_and_bad_feature_spec(store_dir, pipeline_file, tmp_path
     assert "Traceback" not in result.stderr
 
 
-def test_missing_arguments_are_usage_errors(store_dir):
+def test_missing_arguments_are_usage_errors(run, store_dir):
     result = run("promote", "iris", store=store_dir)
     assert result.returncode == 2 and "usage:" in result.stderr
+
+
+def test_the_installed_command_exits_1_with_one_line(store_dir):
+    """As a user runs it: a separate process, its exit code, one line on stderr."""
+    result = subprocess.run(
+        [PREDICTOR, "promote", "nope", "1", "--store", str(store_dir)],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 1
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("predictor promote: error: model 'nope' not found"), line
+    assert (store_dir / "iris" / "current").read_text().strip() == "1"

@@ -77,7 +77,7 @@ def main() -> int:
         if stopping.is_set():
             return
         stopping.set()
-        st.draining = True  # ServerReady and ModelReady answer false from now on
+        st.begin_drain()  # ServerReady and ModelReady answer false from now on
 
     signal.signal(signal.SIGTERM, drain)
     signal.signal(signal.SIGINT, drain)

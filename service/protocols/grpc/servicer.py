@@ -1,8 +1,9 @@
 """The Open Inference Protocol's GRPCInferenceService over the service's data plane.
 
-A thin transport, as REST V2 is: each RPC decodes its message, asks the same
-registry, prediction core, cache and metrics that HTTP uses, and encodes the
-answer. Errors are gRPC status codes with the same message REST V2 gives.
+A thin transport, as REST V2 is: each RPC decodes its message, calls the same
+data plane (service/dataplane.py: readiness, metadata, model lookup, predict)
+that HTTP calls, and encodes the answer. Errors are gRPC status codes with the same
+message REST V2 gives.
 """
 
 from __future__ import annotations
@@ -15,14 +16,12 @@ from typing import Any
 import grpc
 import numpy as np
 
-from ... import __version__ as package_version
 from ... import metrics
 from ...auth import ApiKeys
+from ...dataplane import DataPlane
 from ...errors import PredictorError
-from ...state import ServiceState
-from ..v2 import EXTENSIONS, PREDICT, PREDICT_PROBA, SERVER_NAME, _metadata, _outputs_wanted
+from ..v2 import PREDICT, PREDICT_PROBA, _metadata, _outputs_wanted
 from ..v2 import _predict_datatype as predict_datatype
-from ..v2 import _serving_manifest as serving_manifest
 from ..v2_tensors import tensors_to_rows
 from . import inference_pb2 as pb
 from . import inference_pb2_grpc as pb_grpc
@@ -44,6 +43,16 @@ STATUS_CODES = {
 }
 
 
+def _server_metadata(st: DataPlane) -> pb.ServerMetadataResponse:
+    meta = st.server_metadata()
+    return pb.ServerMetadataResponse(
+        # The statistics extension is served over REST only (no ModelStatistics RPC here).
+        name=meta.name,
+        version=meta.version,
+        extensions=[e for e in meta.extensions if e != "statistics"],
+    )
+
+
 def api_key_from_metadata(metadata: Any) -> str | None:
     """The key a client sent as ``x-api-key`` or ``authorization: Bearer <key>``."""
     headers = {k.lower(): v for k, v in metadata or ()}
@@ -56,9 +65,9 @@ def api_key_from_metadata(metadata: Any) -> str | None:
 
 
 class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
-    """Answers the six RPCs of the protocol from one ServiceState."""
+    """Answers the six RPCs of the protocol from one data plane."""
 
-    def __init__(self, st: ServiceState, api_keys: ApiKeys | None) -> None:
+    def __init__(self, st: DataPlane, api_keys: ApiKeys | None) -> None:
         self.st = st
         self.api_keys = api_keys
 
@@ -71,15 +80,8 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
 
     def ModelReady(self, request: pb.ModelReadyRequest, context: Any) -> pb.ModelReadyResponse:  # noqa: N802
         def answer() -> pb.ModelReadyResponse:
-            if self.st.is_draining():
-                return pb.ModelReadyResponse(ready=False)
-            try:
-                self.st.registry.get(request.name, request.version or None)
-            except PredictorError as exc:
-                if exc.status == 404:
-                    raise
-                return pb.ModelReadyResponse(ready=False)
-            return pb.ModelReadyResponse(ready=True)
+            readiness = self.st.model_ready(request.name, request.version or None)  # 404s
+            return pb.ModelReadyResponse(ready=readiness.ready)
 
         return _call("ModelReady", context, answer)
 
@@ -89,9 +91,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         return _call(
             "ServerMetadata",
             context,
-            lambda: pb.ServerMetadataResponse(
-                name=SERVER_NAME, version=package_version, extensions=EXTENSIONS
-            ),
+            lambda: _server_metadata(self.st),
         )
 
     def ModelMetadata(  # noqa: N802
@@ -100,11 +100,9 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         def answer() -> pb.ModelMetadataResponse:
             st = self.st
             if request.version:
-                meta = _metadata(st, st.store.manifest(request.name, request.version), [])
-                meta["versions"] = [request.version]
+                meta = _metadata(st.manifest(request.name, request.version), [request.version])
             else:
-                manifest = serving_manifest(st, request.name)
-                meta = _metadata(st, manifest, st.store.versions(request.name))
+                meta = _metadata(st.manifest(request.name), st.versions(request.name))
             response = pb.ModelMetadataResponse(
                 name=meta["name"], versions=meta["versions"], platform=meta["platform"]
             )
@@ -124,11 +122,11 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     def _infer(self, request: pb.ModelInferRequest, context: Any) -> pb.ModelInferResponse:
         self._check_key(context)
         st = self.st
-        model = st.registry.get(request.model_name, request.model_version or None)
+        model = st.model(request.model_name, request.model_version or None)
         inputs = decode_inputs(request)
         wanted = _outputs_wanted(model, requested_outputs(request))
         rows = tensors_to_rows(inputs, model.manifest.features, st.settings.MAX_ROWS)
-        result = st.core.predict(model, rows, with_proba=PREDICT_PROBA in wanted)
+        result = st.predict(model, rows, with_proba=PREDICT_PROBA in wanted)
         response = pb.ModelInferResponse(model_name=model.name, model_version=model.version)
         if request.id:
             response.id = request.id
@@ -145,7 +143,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
 
     # --- internals -------------------------------------------------------------
     def _ready(self) -> bool:
-        return not self.st.is_draining() and self.st.registry.ready()
+        return self.st.ready().ready
 
     def _check_key(self, context: Any) -> None:
         if self.api_keys is None:

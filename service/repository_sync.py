@@ -21,8 +21,8 @@ from typing import Any
 
 import orjson
 
-from ..errors import PredictorError
-from ..models.registry import ModelRegistry
+from .errors import PredictorError
+from .models.registry import ModelRegistry
 
 log = logging.getLogger("predictor.repository")
 

@@ -1,0 +1,146 @@
+"""Explanations: per-feature contributions that add up to the explained output.
+
+``ModelExplainer.for_version`` builds the explainer of one published version
+from its scikit-learn estimator; ``explain`` answers validated rows (the same
+arrays ``:predict`` gets) with one ``RowExplanation`` each. Exact only:
+linear models in closed form and tree ensembles by TreeSHAP (methods.py);
+anything else raises ``Unsupported`` naming why (the route answers 501).
+Every answer is checked: ``base_value + sum(contributions)`` must equal the
+estimator's own output within ``TOLERANCE`` or nothing is answered.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ..manifest import Manifest
+from ..runtimes.sklearn import to_estimator_input
+from ..validation import validate_rows
+from .errors import Unsupported
+from .features import column_sources, split_pipeline, sum_by_source
+from .methods import (
+    LINEAR,
+    TREE_SHAP,
+    Raw,
+    explain_linear,
+    explain_trees,
+    method_for,
+    tree_explainer,
+)
+
+__all__ = ["TOLERANCE", "LINEAR", "TREE_SHAP", "ModelExplainer", "RowExplanation", "Unsupported"]
+
+TOLERANCE = 1e-6
+
+
+@dataclass
+class RowExplanation:
+    """One row's answer, as the routes encode it."""
+
+    prediction: Any  # the class value (label mapping is the route's job) or the value
+    output: float
+    output_kind: str
+    base_value: float
+    contributions: list[float]  # one per manifest feature, in schema order
+    method: str
+    probability: float | None = None  # predicted class probability, as :predict reports it
+
+
+class ModelExplainer:
+    """Explains one model version from its fitted estimator (or Pipeline)."""
+
+    def __init__(self, estimator: Any, manifest: Manifest) -> None:
+        self.estimator = estimator
+        self.manifest = manifest
+        self.features = manifest.features
+        self.pre, self.final = split_pipeline(estimator)
+        self.method = method_for(self.final)  # Unsupported before anything else is done
+        self.sources = column_sources(self.pre, len(self.features))
+        self.is_classifier = manifest.task == "classification"
+        self._background: np.ndarray | None = None
+        self._trees = tree_explainer(self.final) if self.method == TREE_SHAP else None
+
+    # --- public ----------------------------------------------------------
+    def explain(self, rows: np.ndarray) -> list[RowExplanation]:
+        """One explanation per validated row; raises Unsupported when it would not be exact."""
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # feature-name warnings of sklearn
+            X = to_estimator_input(self.estimator, self.features, rows)
+            predicted = self.estimator.predict(X)
+            proba = (
+                self.estimator.predict_proba(X)
+                if self.is_classifier and hasattr(self.estimator, "predict_proba")
+                else None
+            )
+            k = self._class_index(predicted) if self.is_classifier else None
+            Z = self._transform(X)
+            if self.method == LINEAR:
+                raw = explain_linear(self.final, Z, self._background_columns(), k)
+            else:
+                raw = explain_trees(self._trees, self.final, Z, k)
+            expected = self._model_output(raw, X, predicted, proba, k)
+        contributions = sum_by_source(raw.contributions, self.sources, len(self.features))
+        total = raw.base + contributions.sum(axis=1)
+        worst = float(np.max(np.abs(total - expected)))
+        if not worst <= TOLERANCE:
+            raise Unsupported(
+                f"{raw.method} does not add up for this model (off by {worst:.3g} > {TOLERANCE}); "
+                "refusing an inexact explanation"
+            )
+        out = []
+        for i in range(len(rows)):
+            out.append(
+                RowExplanation(
+                    prediction=_plain(predicted[i]),
+                    output=float(expected[i]),
+                    output_kind=raw.kind,
+                    base_value=float(raw.base[i]),
+                    contributions=contributions[i].tolist(),
+                    method=raw.method,
+                    probability=None if proba is None else float(proba[i, k[i]]),
+                )
+            )
+        return out
+
+    # --- internals -------------------------------------------------------
+    def _class_index(self, predicted: np.ndarray) -> np.ndarray:
+        index = {c: i for i, c in enumerate(self.final.classes_)}
+        return np.array([index[p] for p in predicted.tolist()], dtype=int)
+
+    def _transform(self, X: Any) -> np.ndarray:
+        Z = X if self.pre is None else self.pre.transform(X)
+        if hasattr(Z, "toarray"):
+            Z = Z.toarray()
+        return np.asarray(Z, dtype=float)
+
+    def _background_columns(self) -> np.ndarray:
+        """The manifest's sample rows (the user's own rows) as the final estimator sees them."""
+        if self._background is None:
+            rows = validate_rows(self.manifest.sample_input, self.features, 10**6)
+            X = to_estimator_input(self.estimator, self.features, rows)
+            self._background = self._transform(X)
+        return self._background
+
+    def _model_output(
+        self, raw: Raw, X: Any, predicted: np.ndarray, proba: np.ndarray | None, k: Any
+    ) -> np.ndarray:
+        """The number explained, computed by the estimator itself (not by the explainer)."""
+        rows = np.arange(len(predicted))
+        if raw.kind == "value":
+            return np.asarray(predicted, dtype=float)
+        if raw.kind == "probability":
+            assert proba is not None
+            return proba[rows, k]
+        scores = np.asarray(self.estimator.decision_function(X), dtype=float)
+        if scores.ndim == 1:
+            return np.where(k == 1, scores, -scores)
+        return scores[rows, k]
+
+
+def _plain(value: Any) -> Any:
+    """A numpy scalar as the Python value JSON encodes."""
+    return value.item() if hasattr(value, "item") else value
