@@ -69,7 +69,7 @@ from tools.stack import (
 
 MODEL = "iris"
 GOOD = "1"
-SIGNING_KEY = "chaos-signing-key"
+SIGNING_KEY = "chaos-signing-key-for-the-fault-table"  # 32+ bytes: the minimum
 IRIS_ROW = [5.1, 3.5, 1.4, 0.2]
 PREDICTOR = VENV_BIN / "predictor"
 SCHEMATHESIS = VENV_BIN / "schemathesis"
@@ -79,6 +79,14 @@ BAD_VERSIONS = {
     "tampered": ("a digest mismatch (a byte flipped after publishing)", "digest_mismatch"),
     "pickle": ("an unsigned pickle that runs a command when loaded", "unsigned"),
     "skops-os-system": ("a signed skops file holding posix.system", "untrusted_types"),
+}
+# What the store-writer row drops into the store (tools/attacks.py builds each one), with
+# the refusal reason every worker must give. Each payload writes a marker if its code runs.
+STORE_WRITER_VERSIONS = {
+    "sw-timeit": ("the timeit skops model, unsigned", "unsigned"),
+    "sw-timeit-signed": ("the timeit skops model, signed with the real key", "untrusted_types"),
+    "sw-manifest": ("a signed v1 whose manifest then had its labels swapped", "bad_signature"),
+    "sw-replay": ("v1's signed files copied under a new version", "bad_signature"),
 }
 
 
@@ -487,6 +495,7 @@ class Chaos:
         # Row key -> a check over that row's load answers, run once Locust has finished.
         self.answer_checks: dict[str, Callable[[Row, list[Answer]], None]] = {}
         self.marker = run / "pickle-ran-a-command"
+        self.store_writer_marker = run / "store-writer-code-ran"
         self.api_keys = {"alice": secrets.token_urlsafe(32)}
         self.admin_token = secrets.token_urlsafe(32)
 
@@ -584,6 +593,8 @@ class Chaos:
             ("redis-poison", "Redis entries poisoned and garbage", self.redis_poison),
             ("worker-kill", "gunicorn workers SIGKILLed mid-request", self.worker_kill),
             ("master-restart", "gunicorn master SIGTERM, then started again", self.master_restart),
+            ("store-writer", "a store writer drops attack versions in and promotes them",
+             self.store_writer),
             *promote,
             ("publish-full", "`predictor publish` into a full model store", self.publish_full),
             ("publish-readonly", "`predictor publish` into a read-only model store",
@@ -1037,6 +1048,82 @@ class Chaos:
                 row.notes += "; the pickle's command never ran"
 
         return fault
+
+    def _plant_attack(self, version: str) -> Path:
+        """``version`` of STORE_WRITER_VERSIONS written into the live store, as someone
+        with write access to it would (tools/attacks.py)."""
+        from service.store import ModelStore
+        from tools import attacks
+
+        store, key = ModelStore(self.store), SIGNING_KEY.encode()
+        marker = self.store_writer_marker
+        if version == "sw-timeit":
+            return attacks.plant_version(store, MODEL, version, marker, "timeit.timeit")
+        if version == "sw-timeit-signed":
+            return attacks.plant_version(
+                store, MODEL, version, marker, "timeit.timeit", signing_key=key
+            )
+        if version == "sw-manifest":
+            directory = attacks.signed_copy(store, MODEL, GOOD, version, key)
+            labels = store.manifest(MODEL, GOOD).output_labels
+            attacks.tamper(directory, output_labels=list(reversed(labels)))
+            return directory
+        if version == "sw-replay":
+            directory = attacks.copy_version(store, MODEL, GOOD, version)
+            attacks.tamper(directory, version=version)
+            return directory
+        raise ValueError(f"no attack version {version}")
+
+    def store_writer(self, row: Row) -> None:
+        """Each attack version planted and promoted under load: every worker refuses it,
+        v1 keeps answering, no payload code runs; the operator promotes v1 back."""
+        from service.store import ModelStore
+
+        # The writer points `current` at its version itself (no CLI: it needs none, and
+        # the row stays cheap); the operator's repair is the same one write back to v1.
+        store = ModelStore(self.store)
+        refused: dict[str, dict[str, Any]] = {}
+        for version, (_, expected) in STORE_WRITER_VERSIONS.items():
+            planted = self._plant_attack(version)
+            store.promote(MODEL, version)
+            started = time.time()
+
+            def done(version: str = version, expected: str = expected) -> bool:
+                return all(
+                    load_failures(p.url, version).get(expected, 0) >= 2 and all_serve(p, GOOD)()
+                    for p in self.pods
+                )
+
+            try:
+                at = poll(done, 20, f"every worker refuses {version} ({expected})", 0.1)
+                probes = [
+                    requests.post(self.nginx.url + "/predict", json={"input": IRIS_ROW}, timeout=10)
+                    for _ in range(8)
+                ]
+                answered = sum(
+                    1 for r in probes if r.status_code == 200 and r.json().get("version") == GOOD
+                )
+                failures = {p.name: load_failures(p.url, version) for p in self.pods}
+                refused[version] = {
+                    "reason": expected, "refused_s": round(at - started, 3),
+                    "failures": failures, "v1_answers": answered, "probes": len(probes),
+                }  # fmt: skip
+                if answered != len(probes):
+                    row.problems.append(f"{version}: {answered}/{len(probes)} probes from v1")
+            finally:
+                store.promote(MODEL, GOOD)
+                shutil.rmtree(planted)
+        code_ran = self.store_writer_marker.exists()
+        row.figures.update(versions=refused, marker=code_ran)
+        if code_ran:
+            row.problems.append("an attack version ran its code (the marker file exists)")
+        slowest = max((v["refused_s"] for v in refused.values()), default=0.0)
+        row.recover_s, row.recover_what = slowest, "slowest: all 4 workers refused"
+        reasons = ", ".join(f"{v} {e}" for v, (_, e) in STORE_WRITER_VERSIONS.items())
+        row.notes = (
+            f"{len(refused)} versions promoted ({reasons}): each refused by all 4 workers "
+            "(predictor_model_load_failures_total), v1 answered every probe, no marker file"
+        )
 
     # --- publishing into a broken store ---------------------------------------------
     def _publish(self, row: Row, errno_text: str, leftover_check: bool = True) -> None:

@@ -21,7 +21,8 @@ from tools import chaos
 
 EXPECTED = {
     "baseline", "redis-kill", "redis-pause", "redis-poison", "worker-kill", "master-restart",
-    "promote-corrupt", "promote-tampered", "promote-pickle", "promote-skops-os-system",
+    "store-writer", "promote-corrupt", "promote-tampered", "promote-pickle",
+    "promote-skops-os-system",
     "publish-full", "publish-readonly", "abuse-schemathesis", "abuse-10mb",
     "abuse-million-rows", "abuse-rows", "abuse-nested", "abuse-slow-body", "abuse-flood",
     "abuse-keys", "abuse-metrics",
@@ -114,6 +115,23 @@ def test_bad_versions_refused_by_every_worker(report: dict) -> None:
         row = report["by_key"][f"promote-{version}"]
         assert row["recover_s"] is not None and row["recover_s"] < 20, row
         assert f"refused ({reason})" in row["notes"]
+
+
+def test_store_writer_versions_run_nothing_and_v1_keeps_answering(report: dict) -> None:
+    row = report["by_key"]["store-writer"]
+    figures = row["figures"]
+    assert figures["marker"] is False  # no payload's code ran
+    assert set(figures["versions"]) == set(chaos.STORE_WRITER_VERSIONS)
+    for version, (_, reason) in chaos.STORE_WRITER_VERSIONS.items():
+        seen = figures["versions"][version]
+        # Each of the 2 workers of each pod counted one refusal, for the expected reason.
+        assert {pod: f.get(reason, 0) >= 2 for pod, f in seen["failures"].items()} == {
+            "pod-a": True,
+            "pod-b": True,
+        }, (version, seen)
+        assert seen["v1_answers"] == seen["probes"], (version, seen)
+        assert seen["refused_s"] < 20, (version, seen)
+    assert row["failed"] == 0 and row["requests"] > 0, row
 
 
 @pytest.mark.parametrize(("key", "errno"), [

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import secrets
 import shutil
 import subprocess
 import sys
@@ -30,7 +31,9 @@ import yaml
 from tests.helpers import IRIS_FEATURES, REPO, free_port
 
 SCRIPT = REPO / "compose" / "local-stack.sh"
-UP_TIMEOUT = 450  # a fresh machine: debootstrap base + stand-ins + api image, then healthy
+UP_TIMEOUT = 1800  # a fresh machine: debootstrap base, stand-ins, the api image (pip install
+# of every pin, the demo trained), then a first start that trains and signs the demo again;
+# only stops a hang: a loaded 2-core machine took over 450 s for the api image alone
 IRIS_LABELS = {"setosa", "versicolor", "virginica"}
 
 # Trains and saves a second iris model inside the api container (its /tmp is a tmpfs):
@@ -103,7 +106,7 @@ def stack(request: pytest.FixtureRequest) -> Iterator[Stack]:
             "PREDICTOR_STACK_DIR": stack_dir,
             "PYTHON": sys.executable,
             "STACK_UP_TIMEOUT": str(UP_TIMEOUT - 30),
-            "STACK_TICKER_MAX_SECONDS": "1200",
+            "STACK_TICKER_MAX_SECONDS": str(UP_TIMEOUT + 1200),  # up, then the tests
             # The demo models are cheaper than a round trip: share them through Redis anyway,
             # so the test sees Redis serve the repeat.
             "PREDICTOR_CACHE_SHARED_MIN_US": "0",
@@ -133,6 +136,17 @@ def stack(request: pytest.FixtureRequest) -> Iterator[Stack]:
         assert down.returncode == 0, f"down failed:\n{down.stdout}\n{down.stderr}"
 
 
+def _iris_versions(stack: Stack) -> dict[str, bool]:
+    """iris's versions in the store volume: version -> whether it is current."""
+    listing = json.loads(stack.compose("exec", "-T", "api", "predictor", "models", "--json"))
+    return {m["version"]: m["current"] for m in listing if m["name"] == "iris"}
+
+
+def _iris_current(stack: Stack) -> str:
+    (current,) = [v for v, is_current in _iris_versions(stack).items() if is_current]
+    return current
+
+
 def _predict(base: str, row: list[float], session: requests.Session | None = None):
     return (session or requests).post(f"{base}/predict", json={"input": row}, timeout=10)
 
@@ -147,7 +161,9 @@ def test_prediction_through_nginx(stack: Stack) -> None:
     assert r.status_code == 200, r.text
     body = r.json()
     assert body["model"] == "iris"
-    assert body["version"] == "1"
+    # The first start made the signing key and trained the demo again, signed with it
+    # (docker-entrypoint.sh): a version after the image's own, and the current one.
+    assert body["version"] == _iris_current(stack) != "1"
     assert body["prediction"] == ["setosa"]
     assert r.headers["X-Request-ID"]
     # nginx keeps /metrics off the published port.
@@ -187,12 +203,14 @@ def test_api_scales_and_nginx_spreads_over_replicas(stack: Stack) -> None:
 
 def test_promotion_switches_version_with_no_failed_request(stack: Stack) -> None:
     stack.compose("exec", "-T", "api", "python3", "-c", TRAIN_V2, timeout=120)
+    before = _iris_current(stack)
     out = stack.compose(
         "exec", "-T", "api", "predictor", "publish", "/tmp/iris-v2.skops",
-        "--name", "iris", "--version", "2", "--features", ",".join(IRIS_FEATURES),
+        "--name", "iris", "--features", ",".join(IRIS_FEATURES),
         "--labels", ",".join(sorted(IRIS_LABELS)),
     )  # fmt: skip
-    assert "published iris version 2" in out
+    new = str(int(before) + 1)  # the next integer: publish's default version
+    assert f"published iris version {new}" in out
 
     results: list[tuple[int, str | None]] = []
     stop = threading.Event()
@@ -215,12 +233,12 @@ def test_promotion_switches_version_with_no_failed_request(stack: Stack) -> None
     worker.start()
     try:
         time.sleep(2)
-        out = stack.compose("exec", "-T", "api", "predictor", "promote", "iris", "2")
-        assert "current version is now 2" in out
+        out = stack.compose("exec", "-T", "api", "predictor", "promote", "iris", new)
+        assert f"current version is now {new}" in out
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             tail = results[-30:]
-            if len(tail) == 30 and all(v == "2" for _, v in tail):
+            if len(tail) == 30 and all(v == new for _, v in tail):
                 break
             time.sleep(0.2)
     finally:
@@ -230,13 +248,10 @@ def test_promotion_switches_version_with_no_failed_request(stack: Stack) -> None
     failed = [r for r in results if r[0] != 200]
     assert not failed, f"{len(failed)} of {len(results)} requests failed: {failed[:10]}"
     versions = [v for _, v in results]
-    assert versions[0] == "1", "load started on version 1"
-    assert versions[-30:] == ["2"] * 30, f"not every replica serves version 2: {versions[-30:]}"
-    listing = json.loads(stack.compose("exec", "-T", "api", "predictor", "models", "--json"))
-    assert {(m["version"], m["current"]) for m in listing if m["name"] == "iris"} == {
-        ("1", False),
-        ("2", True),
-    }
+    assert versions[0] == before, f"load started on version {before}"
+    assert versions[-30:] == [new] * 30, f"not every replica serves {new}: {versions[-30:]}"
+    versions_now = _iris_versions(stack)
+    assert versions_now[new] is True and versions_now[before] is False, versions_now
 
 
 def test_prometheus_scrapes_every_replica_and_counts_requests(stack: Stack) -> None:
@@ -324,6 +339,25 @@ def test_k8s_dev_pod_runs_as_rendered(stack: Stack, tmp_path: Path) -> None:
         elif v.get("emptyDir", {}).get("medium") == "Memory":
             volume_args[v["name"]] = ("tmpfs",)
             continue
+        elif "secret" in v:
+            # Secrets made as docs/deploy.md says: a new signing key, a random password.
+            secret = v["secret"]
+            if secret["secretName"] == "predictor-signing-key":
+                value = subprocess.run(
+                    [str(REPO / ".venv" / "bin" / "predictor"), "signing-key", "new"],
+                    capture_output=True, text=True, check=True, timeout=120,
+                ).stdout.strip()  # fmt: skip
+                files = ["signing.key"]
+            else:
+                value = secrets.token_hex(32)
+                files = [item["path"] for item in secret.get("items", [])] or ["password"]
+            for file in files:
+                (host / file).write_text(value + "\n")
+                os.chown(host / file, sc["runAsUser"], sc["fsGroup"])
+                (host / file).chmod(secret.get("defaultMode", 0o644))
+            os.chown(host, sc["runAsUser"], sc["fsGroup"])
+            if secret["secretName"] == "predictor-signing-key":
+                signing_key = host / "signing.key"
         else:
             assert "emptyDir" in v, f"dev uses no other volume kinds: {v}"
             os.chown(host, sc["runAsUser"], sc["fsGroup"])
@@ -352,12 +386,24 @@ def test_k8s_dev_pod_runs_as_rendered(stack: Stack, tmp_path: Path) -> None:
         return args
 
     (init,) = pod["initContainers"]
+    # The image's demo models were signed with a key thrown away at build time: train
+    # them into the shared store with the Secret's key, as docs/deploy.md says.
+    (store_mount,) = [m["name"] for m in init["volumeMounts"] if m["mountPath"] == "/store"]
+    store_dir = Path(volume_args[store_mount][0])
+    trained = subprocess.run(
+        [str(REPO / ".venv" / "bin" / "predictor"), "train-demo", "--store", str(store_dir)],
+        capture_output=True, text=True, timeout=600,
+        env={**{k: v for k, v in os.environ.items() if not k.startswith("PREDICTOR_")},
+             "PREDICTOR_SIGNING_KEY_FILE": str(signing_key)},
+    )  # fmt: skip
+    assert trained.returncode == 0, trained.stdout + trained.stderr
+    subprocess.run(["chmod", "-R", "a+rX", str(store_dir)], check=True)
     proc = _podman("run", "--rm", *run_args(init), image, *init["command"], timeout=120)
     assert proc.returncode == 0, f"select-models failed:\n{proc.stdout}\n{proc.stderr}"
     assert proc.stdout.count("select-models:") == len(served)
 
     main = container(deployment, "api")
-    (port,) = [p["containerPort"] for p in main["ports"]]
+    (port,) = [p["containerPort"] for p in main["ports"] if p["name"] == "http"]  # also grpc
     host_port = free_port()
     name = f"predictor-k8s-rehearsal-{os.getpid()}"
     proc = _podman(
