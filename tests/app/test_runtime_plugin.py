@@ -77,7 +77,8 @@ def test_a_registered_runtime_is_chosen_by_name(counting, iris_store) -> None:
     seen = counting.rows_seen  # the load-time smoke test and timing ran through it too
     answer = client.post("/predict", json={"input": [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]]})
     assert answer.status_code == 200, answer.get_json()
-    assert answer.get_json()["prediction"] == ["setosa", "virginica"]
+    # The model's own classes (0..2); output_labels are display names, not answers.
+    assert answer.get_json()["prediction"] == [0, 2]
     assert counting.rows_seen == seen + 2
     # It declares no probabilities, so V2 offers only the predict output.
     v2 = {"inputs": [{"name": "input-0", "shape": [1, 4], "datatype": "FP64",
