@@ -15,7 +15,8 @@ from service.settings import Settings
 from ..conftest import IRIS_ROW
 
 LIMIT = 4096
-ADMIN = {"Authorization": "Bearer t"}
+TOKEN = "body-reader-admin-token-0123456789ab"  # 32+ bytes
+ADMIN = {"Authorization": f"Bearer {TOKEN}"}
 V2 = {"inputs": [{"name": "input-0", "shape": [1, 4], "datatype": "FP64", "data": IRIS_ROW}]}
 ROUTES = [
     ("/predict", {"input": IRIS_ROW}, {}, "prediction"),
@@ -28,7 +29,7 @@ ENCODERS = {"gzip": gzip.compress, "deflate": zlib.compress}
 
 @pytest.fixture(scope="module")
 def client(demo_store_template):
-    settings = Settings(MODEL_STORE=demo_store_template, MAX_BODY_BYTES=LIMIT, ADMIN_TOKEN="t")
+    settings = Settings(MODEL_STORE=demo_store_template, MAX_BODY_BYTES=LIMIT, ADMIN_TOKEN=TOKEN)
     with create_app(settings).test_client() as c:
         yield c
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from types import SimpleNamespace
 
 import pytest
@@ -72,7 +73,7 @@ def test_onnx_usable_only_with_a_verified_record_of_this_onnxruntime() -> None:
     from service.runtimes.onnx.verify import runtime_version
 
     assert OnnxRuntime.usable(_manifest(None)) == (False, "no compiled graph was published")
-    failed = _manifest({"ok": False, "reason": "3 of 9 rows differ"})
+    failed = _manifest({"ok": False, "reason": "3 of 9 rows differ", "rows_checked": 9})
     assert OnnxRuntime.usable(failed) == (
         False, "the graph failed verification at publish: 3 of 9 rows differ"
     )  # fmt: skip
@@ -83,6 +84,9 @@ def test_onnx_usable_only_with_a_verified_record_of_this_onnxruntime() -> None:
     assert OnnxRuntime.usable(_manifest({**ok, "runtime_version": runtime_version()})) == (
         True, ""
     )  # fmt: skip
+    # Never compiled (no data given at publish): the reason is said as it is.
+    unverified = _manifest({"ok": False, "reason": "unverified: no data given"})
+    assert OnnxRuntime.usable(unverified) == (False, "unverified: no data given")
 
 
 def test_compiled_record_keeps_old_and_unknown_keys() -> None:
@@ -104,9 +108,20 @@ def test_compiled_record_keeps_old_and_unknown_keys() -> None:
 
 
 def test_a_runtime_without_missing_values_is_passed_over_for_nullable_features() -> None:
+    class NoGaps(SklearnRuntime):
+        name = "no-gaps"
+        capabilities = dataclasses.replace(SklearnRuntime.capabilities, missing_values=False)
+
     manifest = SimpleNamespace(features=[SimpleNamespace(name="age", nullable=True)], compiled=None)
-    usable, why = selection.fits(OnnxRuntime, manifest)
+    usable, why = selection.fits(NoGaps, manifest)
     assert (
-        not usable and why == "runtime onnx does not accept missing values, and age may be missing"
+        not usable
+        and why == "runtime no-gaps does not accept missing values, and age may be missing"
     )
     assert selection.fits(SklearnRuntime, manifest) == (True, "")
+    # The compiled graph may serve nullable features only where publish verified them.
+    ok = {"ok": True, "sha256": "ab" * 32, "artifact": "model.onnx", "rows_checked": 9}
+    gaps = _manifest(ok)
+    gaps.features[0].nullable = True
+    usable, why = OnnxRuntime.usable(gaps)
+    assert not usable and "not verified on missing values of x" in why
