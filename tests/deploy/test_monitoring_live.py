@@ -215,6 +215,9 @@ def drive_traffic(http: requests.Session, url: str) -> None:
         post("/v1/models/diabetes:predict", {"instances": [DIABETES_ROWS[i % 4]]}, 200)
     post("/v1/models/iris:predict", {"instances": IRIS_ROWS * 5}, 200)
     post("/v1/models/diabetes:predict", {"instances": DIABETES_ROWS * 3}, 200)
+    # Explanations (linear and TreeSHAP), so the explain panels have data too.
+    for model, rows in (("iris", IRIS_ROWS), ("iris-rf", IRIS_ROWS), ("diabetes", DIABETES_ROWS)):
+        post(f"/v1/models/{model}:explain", {"instances": rows[:2]}, 200)
     for _ in range(3):
         post("/predict", {"input": [5.1, 3.5]}, 400)
         post("/v1/models/nope:predict", {"instances": [IRIS_ROWS[0]]}, 404)
