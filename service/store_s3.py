@@ -50,7 +50,6 @@ SCHEME = "s3://"
 READ_TTL_SECONDS = 0.25  # reads within this window reuse the last answer (cheap /readyz)
 RETRY_SECONDS = 2.0  # after a failed read, answer from memory this long before trying S3 again
 CAS_ATTEMPTS = 500
-VERIFIED_MARK = ".verified"
 
 T = TypeVar("T")
 
@@ -186,16 +185,21 @@ class S3ModelStore:
         check_name("model", name)
         check_name("version", version)
         local = self.cache_dir / name / version
-        if (local / VERIFIED_MARK).is_file():
+        # Copies are renamed into place only whole and digest-checked: one that exists is good.
+        # (No marker file inside it: a version directory holds only the manifest's files.)
+        if local.is_dir():
             return local
         manifest = self.manifest(name, version)
         (self.cache_dir / name).mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=".fetch-", dir=self.cache_dir / name))
         try:
-            files = {manifest.artifact: manifest.sha256}
-            compiled = manifest.compiled or {}
-            if compiled.get("sha256"):
-                files[compiled.get("artifact", "model.onnx")] = compiled["sha256"]
+            # Every file the signature covers (manifest.files), else the artifact and graph.
+            files = dict(getattr(manifest, "files", None) or {})
+            if not files:
+                files = {manifest.artifact: manifest.sha256}
+                compiled = manifest.compiled or {}
+                if compiled.get("sha256"):
+                    files[compiled.get("artifact", "model.onnx")] = compiled["sha256"]
             for file_name, digest in files.items():
                 if Path(file_name).name != file_name or file_name.startswith("."):
                     raise ArtifactRejected("bad_manifest", f"artifact name {file_name!r} is unsafe")
@@ -212,11 +216,10 @@ class S3ModelStore:
                     artifact_path(tmp, manifest, file_name), digest
                 )  # a tampered or truncated copy never loads
             manifest.write(tmp)
-            (tmp / VERIFIED_MARK).write_text("digests checked\n")
             try:
                 os.rename(tmp, local)
             except OSError:  # another worker fetched it first: theirs is as good
-                if not (local / VERIFIED_MARK).is_file():
+                if not local.is_dir():
                     raise
         finally:
             shutil.rmtree(tmp, ignore_errors=True)

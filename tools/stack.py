@@ -590,6 +590,9 @@ class SeaweedFS(ManagedProcess):
                 "-master.volumeSizeLimitMB=64", f"-master.port.grpc={self.grpc_ports[0]}",
                 f"-volume.port.grpc={self.grpc_ports[1]}", f"-filer.port.grpc={self.grpc_ports[2]}",
                 f"-s3.port.grpc={self.grpc_ports[3]}", "-master.telemetry=false",
+                # Catalog listeners on fixed default ports (8181, 9101) would collide between
+                # two servers (a test's own and the session's): off, the store needs S3 only.
+                "-s3.port.iceberg=0", "-s3.port.lance=0",
             ],
             env={k: v for k, v in os.environ.items() if not k.startswith("AWS_")},
             cwd=self.run_dir,

@@ -68,7 +68,9 @@ def test_gunicorn_serves_hot_swaps_and_survives_s3_going_away(tmp_path, monkeypa
         ).start()  # fmt: skip
         assert served(gunicorn.url) == {"1"}
         # Each worker's local copy is on disk, digest-checked.
-        assert (tmp_path / "worker-cache" / "iris" / "1" / ".verified").is_file()
+        assert (
+            tmp_path / "worker-cache" / "iris" / "1" / "manifest.json"
+        ).is_file()  # fetched whole
 
         cli_env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path), **env}
         promoted = subprocess.run(
