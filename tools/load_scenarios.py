@@ -59,7 +59,7 @@ PREDICTOR = VENV_BIN / "predictor"
 LOCUSTFILE = REPO / "loadtests" / "zero_downtime_locustfile.py"
 
 # A throwaway key for the rehearsal's own store; the pods verify every artifact with it.
-SIGNING_KEY = "zero-downtime-rehearsal-key"
+SIGNING_KEY = "zero-downtime-rehearsal-key-0123456789abcdef"  # 32+ bytes, as settings require
 MODEL = "iris"
 GOOD, NEW = "1", "2"
 # Bad versions and the refusal reason each must produce.

@@ -67,7 +67,12 @@ def load(name: str) -> Response:
 @operation("Unload a model", "repository", ok=schemas.RepositoryAction, **OPTIONS)
 def unload(name: str) -> Response:
     dp = plane()
-    version = _version_parameter(read_optional_object(dp.settings.MAX_BODY_BYTES))
+    body = read_optional_object(dp.settings.MAX_BODY_BYTES)
+    # tritonclient always sends unload_dependents; there are no dependents to unload here.
+    parameters = body.get("parameters")
+    if isinstance(parameters, dict):
+        parameters.pop("unload_dependents", None)
+    version = _version_parameter(body)
     dp.unload_model(name, version)
     if version is not None:
         return json_response({"name": name, "version": version, "state": "UNAVAILABLE"})

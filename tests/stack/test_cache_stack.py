@@ -10,7 +10,7 @@ import pytest
 import requests
 
 from service.store import ModelStore
-from tests.helpers import IRIS_FEATURES, IRIS_ROW, scrape, total
+from tests.helpers import IRIS_FEATURES, IRIS_ROW, resign, scrape, total
 from tools.stack import Gunicorn, Nginx, RedisServer
 
 
@@ -151,6 +151,7 @@ def test_promotion_never_serves_the_old_versions_cached_answer(stack, store_dir)
     shutil.copytree(store.version_dir("iris", "1"), store.version_dir("iris", "2"))
     manifest = store.version_dir("iris", "2") / "manifest.json"
     manifest.write_text(manifest.read_text().replace('"version": "1"', '"version": "2"'))
+    resign(store.version_dir("iris", "2"))
     store.promote("iris", "2")
     deadline = time.monotonic() + 10
     answers: list[requests.Response] = []

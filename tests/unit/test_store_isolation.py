@@ -131,6 +131,7 @@ def test_model_directory_symlinked_out_of_the_store_is_not_a_model(store: ModelS
 
 
 def test_last_known_good_pointer(store: ModelStore):
+    (store.root / "iris" / "verified").unlink(missing_ok=True)  # as before any worker served
     assert store.verified("iris") is None
     assert store.mark_verified("iris", "1") and store.verified("iris") == "1"
     (store.root / "iris" / "verified").write_text("7\n")  # a version that does not exist
