@@ -242,6 +242,10 @@ def test_every_protocol_answers_what_predict_answers(case, tmp_path, monkeypatch
         joblib.dump(model, model_file)
         argv = ["publish", str(model_file), "--name", name, "--data", str(data_file),
                 "--target", str(target), "--promote"]  # fmt: skip
+        if case == "hgb-categorical":
+            # Its fitted state holds a functools.partial, which the skops allow-list never
+            # trusts (docs/security.md): it is published as a signed joblib pickle instead.
+            argv += ["--format", "joblib"]
     assert cli.main([*argv, "--store", str(store)]) == 0, capsys.readouterr().err
     capsys.readouterr()
 
