@@ -150,7 +150,7 @@ def test_repository_unload_and_load_reach_every_worker(client, server):
     assert len(server.worker_pids()) == 2
     client.unload_model("iris", headers=ADMIN)
     shared = server.metrics_dir / "repository-state.json"  # what every worker applies
-    assert json.loads(shared.read_text()) == ["iris"]
+    assert json.loads(shared.read_text()) == {"unloaded": ["iris"], "pinned": []}
     try:
         # Several calls: with 2 workers, each is likely answered by both at least once.
         for _ in range(8):
@@ -164,7 +164,7 @@ def test_repository_unload_and_load_reach_every_worker(client, server):
         assert info.value.status() == "503"
     finally:
         client.load_model("iris", headers=ADMIN)
-    assert json.loads(shared.read_text()) == []
+    assert json.loads(shared.read_text()) == {"unloaded": [], "pinned": []}
     for _ in range(8):
         assert client.is_model_ready("iris")
         result = client.infer("iris", [_matrix_input(True)])
