@@ -519,6 +519,9 @@ def scenario_promotion(cfg: Config, template: Path, run: Path) -> Row:
         promoted = predictor_cli("promote", MODEL, NEW, "--store", store, redis_url=redis.url)
         conv_new = wait_for(all_serve(api, NEW), 10, f"every worker serves {NEW}")
         load.at(0.65)
+        # At least 2 s of load on version 2 before the rollback, however long the CLI took
+        # (it imports scikit-learn: seconds on a loaded machine).
+        time.sleep(max(0.0, conv_new + 2.0 - time.time()))
         t_rollback = time.time()
         rolled = predictor_cli("rollback", MODEL, "--store", store, redis_url=redis.url)
         conv_back = wait_for(all_serve(api, GOOD), 10, f"every worker serves {GOOD} again")
