@@ -353,6 +353,7 @@ def artifacts(version_dir: Path) -> list[Path]:
 def predictor_cli(*args: str, redis_url: str | None = None) -> float:
     """Run ``predictor ARGS`` as an operator would; returns the time it returned."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREDICTOR_")}
+    env["PREDICTOR_SIGNING_KEY"] = SIGNING_KEY  # the key the store is signed with (build_store)
     if redis_url:
         env["PREDICTOR_REDIS_URL"] = redis_url
     result = subprocess.run(
