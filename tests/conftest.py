@@ -86,8 +86,17 @@ def _clean_predictor_env(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture(scope="session")
 def demo_store_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("demo-store") / "models"
+    """Pristine: only ever copied. Serving a store records its last-known-good versions in it."""
     train_demo(ModelStore(root), signing_key=TEST_SIGNING_KEY)
     return root
+
+
+@pytest.fixture(scope="session")
+def demo_store(demo_store_template: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One session-wide copy of the demo store, for tests that only read and serve it."""
+    target = tmp_path_factory.mktemp("demo-store-served") / "models"
+    shutil.copytree(demo_store_template, target)
+    return target
 
 
 @pytest.fixture

@@ -19,9 +19,9 @@ PARAMS = {"name": "iris", "version": "1"}
 
 
 @pytest.fixture(scope="module")
-def app(demo_store_template) -> Flask:
+def app(demo_store) -> Flask:
     settings = Settings(
-        MODEL_STORE=demo_store_template, API_KEYS=f"t:{hash_key(KEY)}", ADMIN_TOKEN=TOKEN
+        MODEL_STORE=demo_store, API_KEYS=f"t:{hash_key(KEY)}", ADMIN_TOKEN=TOKEN
     )
     return create_app(settings)
 
@@ -44,8 +44,8 @@ def test_every_endpoint_declares_an_access_class(app):
     assert used == set(Access)  # each class is in use, so each is enforced below
 
 
-def test_a_view_without_a_declaration_stops_the_app(demo_store_template):
-    app = create_app(Settings(MODEL_STORE=demo_store_template), load_models=False)
+def test_a_view_without_a_declaration_stops_the_app(demo_store):
+    app = create_app(Settings(MODEL_STORE=demo_store), load_models=False)
     app.add_url_rule("/forgotten", "forgotten", lambda: "open?")
     with pytest.raises(RuntimeError, match="forgotten"):
         auth.check_declared(app.view_functions)

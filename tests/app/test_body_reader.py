@@ -28,8 +28,8 @@ ENCODERS = {"gzip": gzip.compress, "deflate": zlib.compress}
 
 
 @pytest.fixture(scope="module")
-def client(demo_store_template):
-    settings = Settings(MODEL_STORE=demo_store_template, MAX_BODY_BYTES=LIMIT, ADMIN_TOKEN=TOKEN)
+def client(demo_store):
+    settings = Settings(MODEL_STORE=demo_store, MAX_BODY_BYTES=LIMIT, ADMIN_TOKEN=TOKEN)
     with create_app(settings).test_client() as c:
         yield c
 

@@ -26,7 +26,7 @@ def _section(title: str) -> str:
 
 
 @pytest.fixture
-def client(tmp_path, monkeypatch, demo_store_template):
+def client(tmp_path, monkeypatch, demo_store):
     section = _section("Adding a transport")
     path = re.search(r"Save this as `([^`]+)`", section).group(1)
     assert path == "service/protocols/mlflow.py"
@@ -37,7 +37,7 @@ def client(tmp_path, monkeypatch, demo_store_template):
     monkeypatch.setattr(protocols, "__path__", [*protocols.__path__, str(extra)])
     monkeypatch.setattr(app_module, "PROTOCOLS", (*app_module.PROTOCOLS, "mlflow"))
     monkeypatch.setattr(http, "_ERROR_SHAPES", dict(http._ERROR_SHAPES))
-    settings = Settings(MODEL_STORE=demo_store_template, API_KEYS=f"m:{hash_key(KEY)}")
+    settings = Settings(MODEL_STORE=demo_store, API_KEYS=f"m:{hash_key(KEY)}")
     with app_module.create_app(settings).test_client() as c:
         yield c
     sys.modules.pop("service.protocols.mlflow", None)

@@ -17,9 +17,9 @@ INFER = "/v2/models/iris/infer"
 
 
 @pytest.fixture(scope="module")
-def client(demo_store_template):
+def client(demo_store):
     """One app for the module: these requests change nothing (loading it costs ~1 s)."""
-    settings = Settings(MODEL_STORE=demo_store_template, MAX_ROWS=50, MAX_BODY_BYTES=64 * 1024)
+    settings = Settings(MODEL_STORE=demo_store, MAX_ROWS=50, MAX_BODY_BYTES=64 * 1024)
     with create_app(settings).test_client() as c:
         yield c
 
@@ -491,9 +491,9 @@ TOKEN = "s3cret-admin-token-0123456789abcdef"  # 32+ bytes: shorter tokens stop 
     ],
     ids=["not configured", "no header", "wrong scheme", "wrong token", "right token"],
 )
-def test_repository_auth(demo_store_template, token, headers, status, words):
+def test_repository_auth(demo_store, token, headers, status, words):
     app = create_app(
-        Settings(MODEL_STORE=demo_store_template, ADMIN_TOKEN=token), load_models=False
+        Settings(MODEL_STORE=demo_store, ADMIN_TOKEN=token), load_models=False
     )
     with app.test_client() as c:
         for url in (
@@ -510,9 +510,9 @@ def test_repository_auth(demo_store_template, token, headers, status, words):
                 assert words in response.get_json()["error"]
 
 
-def test_repository_unload_load_in_process(demo_store_template):
+def test_repository_unload_load_in_process(demo_store):
     admin = {"Authorization": f"Bearer {TOKEN}"}
-    app = create_app(Settings(MODEL_STORE=demo_store_template, ADMIN_TOKEN=TOKEN))
+    app = create_app(Settings(MODEL_STORE=demo_store, ADMIN_TOKEN=TOKEN))
     with app.test_client() as c:
         assert c.post("/v2/repository/models/iris/unload", headers=admin).status_code == 200
         index = {m["name"]: m for m in c.post("/v2/repository/index", headers=admin).get_json()}

@@ -17,8 +17,8 @@ from .test_web_page import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS
 
 
 @pytest.fixture(scope="module")
-def server(demo_store_template):
-    return shared_server(demo_store_template)
+def server(demo_store):
+    return shared_server(demo_store)
 
 
 def test_docs_headers_and_assets_are_local(server):

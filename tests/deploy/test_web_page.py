@@ -39,8 +39,8 @@ IRIS = {
 
 
 @pytest.fixture(scope="module")
-def server(demo_store_template):
-    return shared_server(demo_store_template)
+def server(demo_store):
+    return shared_server(demo_store)
 
 
 @pytest.fixture(scope="module")

@@ -35,8 +35,8 @@ CHECKS = [
 
 
 @pytest.fixture(scope="module")
-def server(demo_store_template):
-    server = shared_server(demo_store_template)
+def server(demo_store):
+    server = shared_server(demo_store)
     yield server
     # Generated requests may have unloaded a demo model: put every one back.
     for name in ("iris", "iris-rf", "diabetes"):

@@ -14,9 +14,9 @@ ROWS = np.array([[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]], dtype=np.float64)
 
 
 @pytest.fixture(scope="module")
-def server(demo_store_template, tmp_path_factory):
+def server(demo_store, tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("stats-run")
-    gunicorn = Gunicorn(run_dir, demo_store_template, workers=2, name="gunicorn-stats").start()
+    gunicorn = Gunicorn(run_dir, demo_store, workers=2, name="gunicorn-stats").start()
     yield gunicorn
     gunicorn.stop()
 

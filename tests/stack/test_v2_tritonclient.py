@@ -27,8 +27,8 @@ ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 
 
 @pytest.fixture(scope="module")
-def server(demo_store_template):
-    return shared_server(demo_store_template)
+def server(demo_store):
+    return shared_server(demo_store)
 
 
 @pytest.fixture(scope="module")
