@@ -1,28 +1,36 @@
-"""Side-by-side benchmark: our stack against the seed app and MLServer.
+"""Side-by-side benchmark: our stack against the HTTP floor, the seed app and MLServer.
 
-    .venv/bin/python loadtests/bench.py [--runtime sklearn|onnx] [--quick] ...
-    make bench [BENCH_ARGS="--runtime onnx"]
+    .venv/bin/python loadtests/bench.py [--runtime auto|sklearn|onnx] [--quick] ...
+    make bench [BENCH_ARGS="--rounds 3"]
 
 Cases, per model (iris LogisticRegression, iris-rf 100-tree RandomForest) and
 per request shape (1 row, 100-row batch):
 
-  (a) our stack through nginx (nginx -> gunicorn -> Redis), cache misses only
-  (b) the same, every request a cache hit
+  (a) our stack through nginx (nginx -> gunicorn -> Redis), seed route, cache misses
+  (b) the same, every request a cache hit, the model on scikit-learn (slower than a
+      Redis round trip, so the stack caches it in Redis and per worker)
   (c) our gunicorn without nginx (Redis still on), cache misses
   (d) the seed article's Flask app as written, gunicorn, 2 sync workers
+      (batches on the /predict/batch route its copy in loadtests/ adds)
   (e) MLServer 1.7.1 + mlserver-sklearn at default settings
+  (f) the floor: a raw WSGI app reading the body and answering constant JSON,
+      gunicorn, 2 sync workers
+  (g) our stack through nginx, Open Inference Protocol (V2) infer, cache misses
 
 One server runs at a time, started fresh for each model; the servers take
 turns round after round (A B C, then C B A, ...) so that machine drift cancels
 in the ratios. Every case is loaded by the same generator (wrk, one thread,
-fixed connections, loadtests/wrk_rows.lua) with the same row stream: cases
-(a), (d) and (e) of a round get byte-identical rows in the same order (our
-service and the seed app even get identical bodies: the seed protocol).
+fixed connections, loadtests/wrk_rows.lua), bounded by time per case and by the
+number of rounds, with the same row stream: cases (a), (d) and (e) of a round
+get byte-identical rows in the same order (our service and the seed app even get
+identical bodies: the seed protocol).
 
 Server cost is read from /proc: CPU (utime+stime of the server's processes,
 nginx and redis-server included where they are on the path) per request, and
-PSS (smaps_rollup) of those processes after the run. The table, the targets of
-issue 9 and the raw figures go to loadtests/results/.
+PSS (smaps_rollup) of those processes after the run. Then one store of 50 models
+is served and its PSS read (loadtests/many_models.py). The table, the goals of
+the performance issue, the exact commands and the raw figures go to
+loadtests/results/.
 """
 
 from __future__ import annotations
@@ -41,8 +49,16 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from loadtests import procstat  # noqa: E402
-from loadtests.servers import ROOT, VENV_BIN, MLServer, OurStack, SeedApp, Server  # noqa: E402
+from loadtests import many_models, procstat  # noqa: E402
+from loadtests.servers import (  # noqa: E402
+    ROOT,
+    VENV_BIN,
+    FloorApp,
+    MLServer,
+    OurStack,
+    SeedApp,
+    Server,
+)
 
 LUA = ROOT / "loadtests" / "wrk_rows.lua"
 RESULTS = ROOT / "loadtests" / "results"
@@ -50,12 +66,23 @@ BENCH = ROOT / ".bench"
 
 CASES = {
     "a": "ours via nginx, misses",
-    "b": "ours via nginx, hits",
+    "b": "ours via nginx, hits (sklearn)",
     "c": "ours gunicorn, misses",
     "d": "seed app (gunicorn 2 sync)",
     "e": "MLServer 1.7.1 sklearn",
+    "f": "floor: constant JSON (gunicorn 2 sync)",
+    "g": "ours via nginx, V2 infer, misses",
 }
-SERVER_OF = {"a": "ours", "b": "ours", "c": "ours", "d": "seed", "e": "mlserver"}
+SERVER_OF = {
+    "a": "ours",
+    "b": "ours-hits",
+    "c": "ours",
+    "d": "seed",
+    "e": "mlserver",
+    "f": "floor",
+    "g": "ours",
+}
+SERVER_KINDS = ("ours", "ours-hits", "seed", "floor", "mlserver")
 MODEL_TITLES = {"iris": "LogisticRegression", "iris-rf": "RandomForest (100 trees)"}
 
 
@@ -86,16 +113,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--runtime",
         choices=["sklearn", "onnx", "auto"],
-        default="sklearn",
-        help="PREDICTOR_RUNTIME of our service (the others always run scikit-learn)",
+        default="auto",
+        help="PREDICTOR_RUNTIME of our service (default: the shipped one; the seed app and "
+        "MLServer always run scikit-learn, case (b) too)",
     )
-    p.add_argument("--duration", type=float, default=10.0, help="seconds measured per case")
-    p.add_argument("--warmup", type=float, default=2.0, help="seconds of warm-up per case")
+    p.add_argument("--duration", type=float, default=6.0, help="seconds measured per case")
+    p.add_argument("--warmup", type=float, default=1.5, help="seconds of warm-up per case")
     p.add_argument("--rounds", type=int, default=2, help="interleaved rounds (A B, B A, ...)")
-    p.add_argument("--connections", type=int, default=8, help="wrk connections (concurrency)")
+    p.add_argument("--connections", type=int, default=16, help="wrk connections (concurrency)")
     p.add_argument("--models", default="iris,iris-rf", help="comma-separated model names")
     p.add_argument("--rows", default="1,100", help="rows per request, comma-separated")
-    p.add_argument("--cases", default="abcde", help="which of the cases a-e to run")
+    p.add_argument("--cases", default="abdefg", help="which of the cases a-g to run")
+    p.add_argument(
+        "--many-models",
+        type=int,
+        default=50,
+        help="also read the PSS of our gunicorn serving a store of this many models (0: skip)",
+    )
     p.add_argument(
         "--protocol",
         choices=["seed", "v1", "v2"],
@@ -145,6 +179,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.models = [m for m in args.models.split(",") if m]
     args.rows = [int(r) for r in args.rows.split(",") if r]
     args.cases = sorted(set(args.cases) & set(CASES))
+    if args.quick:
+        args.many_models = min(args.many_models, 3)
     return args
 
 
@@ -226,6 +262,20 @@ def wrk(url: str, protocol: str, rows: int, mode: str, seed: int, seconds: float
     raise RuntimeError(f"wrk gave no result (rc {out.returncode}): {out.stderr or out.stdout}")
 
 
+def case_protocol(server: Server, case: str) -> str:
+    """The API a case posts to: V2 tensors for (g), else the server's own."""
+    return "v2" if case == "g" else server.protocol
+
+
+def wrk_command(url: str, protocol: str, rows: int, mode: str, seconds: float,
+                connections: int) -> str:  # fmt: skip
+    """The wrk command line of a case, as run (SEED varies by round and case)."""
+    return (
+        f"wrk -t1 -c{connections} -d{max(1, round(seconds))}s --timeout 5s "
+        f"-s loadtests/wrk_rows.lua {url} -- {protocol} {rows} {mode} SEED"
+    )
+
+
 def role_of(pid: int, server: Server) -> str:
     cmd = procstat.cmdline(pid)
     if cmd.startswith("nginx"):
@@ -241,16 +291,17 @@ def role_of(pid: int, server: Server) -> str:
 def run_case(server: Server, args, model: str, model_i: int, rows: int, rows_i: int,
              case: str, rnd: int) -> Run:  # fmt: skip
     direct = case == "c"
-    url = server.url(model, direct=direct)
+    protocol = case_protocol(server, case)
+    url = server.url(model, direct=direct, rows=rows, protocol=protocol)
     mode = "repeat" if case == "b" else "unique"
     seed = stream_seed(rnd, model_i, rows_i, case)
     if args.warmup > 0:  # a different stream: the measured rows stay cache misses
-        wrk(url, server.protocol, rows, mode, seed + 5 if mode == "unique" else seed,
+        wrk(url, protocol, rows, mode, seed + 5 if mode == "unique" else seed,
             args.warmup, args.connections)  # fmt: skip
     pids = procstat.tree(server.root_pids(direct))
     before = procstat.cpu_sample(pids)
     busy0, kids0, t0 = procstat.machine_busy_seconds(), os.times(), time.monotonic()
-    result = wrk(url, server.protocol, rows, mode, seed, args.duration, args.connections)
+    result = wrk(url, protocol, rows, mode, seed, args.duration, args.connections)
     busy1, kids1, t1 = procstat.machine_busy_seconds(), os.times(), time.monotonic()
     pids_after = procstat.tree(server.root_pids(direct))
     cpu = procstat.cpu_used(before, procstat.cpu_sample(sorted(set(pids) | set(pids_after))))
@@ -279,13 +330,18 @@ def run_case(server: Server, args, model: str, model_i: int, rows: int, rows_i: 
 
 
 def make_server(kind: str, model: str, args, workdir: Path, exported: dict) -> Server:
-    if kind == "ours":
+    if kind in ("ours", "ours-hits"):
         env = dict(kv.split("=", 1) for kv in args.our_env)
+        runtime = args.runtime
+        if kind == "ours-hits":  # a model slower than a Redis round trip: scikit-learn
+            runtime = "sklearn"
         return OurStack(
-            workdir, model, args.store.resolve(), args.runtime, args.protocol, env, args.our_cache
+            workdir, model, args.store.resolve(), runtime, args.protocol, env, args.our_cache
         )
     if kind == "seed":
         return SeedApp(workdir, exported[model])
+    if kind == "floor":
+        return FloorApp(workdir)
     return MLServer(workdir, model, exported[model])
 
 
@@ -294,11 +350,12 @@ def run_all(args) -> list[Run]:
     exported = {}
     if {"d", "e"} & set(args.cases):
         exported = {m: export_estimator(args.store, m, args.workdir) for m in args.models}
-    kinds = [k for k in ("ours", "seed", "mlserver") if k in {SERVER_OF[c] for c in args.cases}]
+    kinds = [k for k in SERVER_KINDS if k in {SERVER_OF[c] for c in args.cases}]
     workdir = args.workdir / "run"
     workdir.mkdir(parents=True, exist_ok=True)
     runs: list[Run] = []
     total = len(args.cases) * len(args.models) * len(args.rows) * args.rounds
+    args.commands = {}
     for rnd in range(args.rounds):
         order = kinds if rnd % 2 == 0 else list(reversed(kinds))
         for model_i, model in enumerate(args.models):
@@ -307,10 +364,18 @@ def run_all(args) -> list[Run]:
                 server.start()
                 try:
                     server.wait_ready(model, args.ready_timeout)
+                    args.commands.setdefault(kind, server.command())
                     if kind == "ours" and "c" in args.cases:
                         server.wait_ready(model, args.ready_timeout, direct=True)
                     for rows_i, rows in enumerate(args.rows):
                         for case in [c for c in args.cases if SERVER_OF[c] == kind]:
+                            url = server.url(model, case == "c", rows, case_protocol(server, case))
+                            args.commands.setdefault(
+                                f"({case}) {rows} row(s)",
+                                wrk_command(url, case_protocol(server, case), rows,
+                                            "repeat" if case == "b" else "unique",
+                                            args.duration, args.connections),
+                            )  # fmt: skip
                             run = run_case(server, args, model, model_i, rows, rows_i, case, rnd)
                             runs.append(run)
                             print(
@@ -318,7 +383,8 @@ def run_all(args) -> list[Run]:
                                 f"({case}) {CASES[case]}: {run.rps:.0f} req/s, "
                                 f"p50 {run.p50_ms:.2f} ms, p99 {run.p99_ms:.2f} ms, "
                                 f"{run.errors} errors, {run.cpu_us_per_req:.0f} µs CPU/req, "
-                                f"other load {run.other_cores:.2f} cores",
+                                f"other load {run.other_cores:.2f} cores, "
+                                f"load average {os.getloadavg()[0]:.1f}",
                                 flush=True,
                             )
                 finally:
@@ -365,7 +431,8 @@ def summarise(runs: list[Run]) -> dict[tuple, Summary]:
     return out
 
 
-def ratio(s: dict, model: str, rows: int, num: str, den: str) -> float | None:
+def ratio(s: dict, model: str, rows: int, num: str, den: str, per: str = "req") -> float | None:
+    """Throughput of case ``num`` over ``den`` (requests/s; same rows, so rows/s too)."""
     a, b = s.get((model, rows, num)), s.get((model, rows, den))
     if a is None or b is None or not b.rps:
         return None
@@ -386,8 +453,8 @@ def fmt_ratio(x: float | None) -> str:
 
 def table(s: dict, models: list[str], rows_list: list[int], cases: list[str]) -> str:
     lines = [
-        "| model | rows/req | case | req/s | p50 ms | p99 ms | errors | CPU µs/req | PSS MiB "
-        "| vs (d) | vs (e) | CPU-eff. vs (d) | CPU-eff. vs (e) | other load |",
+        "| model | rows/req | case | req/s | rows/s | p50 ms | p99 ms | p99/p50 | errors "
+        "| CPU µs/req | CPU × floor (f) | req/s vs (d) | PSS MiB | other load |",
         "|---|--:|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
     ]
     for model in models:
@@ -396,75 +463,117 @@ def table(s: dict, models: list[str], rows_list: list[int], cases: list[str]) ->
                 x = s.get((model, rows, case))
                 if x is None:
                     continue
+                floor = s.get((model, rows, "f"))
+                cpu_floor = (
+                    x.cpu_us_per_req / floor.cpu_us_per_req
+                    if floor and floor.cpu_us_per_req
+                    else None
+                )
+                tail = x.p99_ms / x.p50_ms if x.p50_ms else 0.0
                 lines.append(
                     f"| {model} | {rows} | ({case}) {CASES[case]} | {x.rps:,.0f} | "
-                    f"{x.p50_ms:.2f} | {x.p99_ms:.2f} | {x.errors} | {x.cpu_us_per_req:,.0f} | "
-                    f"{x.pss_mib:.0f} | {fmt_ratio(ratio(s, model, rows, case, 'd'))} | "
-                    f"{fmt_ratio(ratio(s, model, rows, case, 'e'))} | "
-                    f"{fmt_ratio(cpu_ratio(s, model, rows, case, 'd'))} | "
-                    f"{fmt_ratio(cpu_ratio(s, model, rows, case, 'e'))} | {x.other_cores:.2f} |"
+                    f"{x.rps * rows:,.0f} | {x.p50_ms:.2f} | {x.p99_ms:.2f} | {tail:.1f} | "
+                    f"{x.errors} | {x.cpu_us_per_req:,.0f} | {fmt_ratio(cpu_floor)} | "
+                    f"{fmt_ratio(ratio(s, model, rows, case, 'd'))} | {x.pss_mib:.0f} | "
+                    f"{x.other_cores:.2f} |"
                 )
     return "\n".join(lines)
 
 
-def targets(s: dict, runs: list[Run], models: list[str], rows_list: list[int]) -> list[str]:
-    """Issue 9's targets, each with the measured value and met / MISSED."""
-    out = []
+@dataclass
+class Goal:
+    label: str
+    value: float | None
+    target: float
+    at_most: bool = False  # the value must stay at or below the target
+    note: str = ""
 
-    def check(label: str, model: str, rows: int, num: str, den: str, goal: float) -> None:
-        value = ratio(s, model, rows, num, den)
-        if value is None:
-            return
-        verdict = "met" if value >= goal else "MISSED"
-        eff = cpu_ratio(s, model, rows, num, den)
-        out.append(
-            f"- {label}: {value:.2f}× req/s (target ≥ {goal:.2f}×) — {verdict}; "
-            f"by server CPU per request {fmt_ratio(eff)}"
-            + (" (met)" if eff is not None and eff >= goal else " (missed)")
-        )
+    @property
+    def met(self) -> bool | None:
+        if self.value is None:
+            return None
+        return self.value <= self.target if self.at_most else self.value >= self.target
 
+    def line(self) -> str:
+        if self.value is None:
+            return f"- {self.label}: not measured in this run"
+        sign = "≤" if self.at_most else "≥"
+        verdict = "met" if self.met else "MISSED"
+        note = f"; {self.note}" if self.note else ""
+        return f"- {self.label}: {self.value:.2f}× (goal {sign} {self.target:g}×) — {verdict}{note}"
+
+
+def goals(s: dict, models: list[str], rows_list: list[int]) -> list[Goal]:
+    """The performance issue's goals, each measured in this run."""
     lr, rf = "iris", "iris-rf"
-    check("LogisticRegression 1 row (a)/(e)", lr, 1, "a", "e", 3.0)
-    check("RandomForest 1 row (a)/(e)", rf, 1, "a", "e", 2.5)
+    out: list[Goal] = []
+
+    def cpu_note(model: str, rows: int, num: str, den: str) -> str:
+        return f"by server CPU per request {fmt_ratio(cpu_ratio(s, model, rows, num, den))}"
+
+    out.append(Goal("LR 1 row via nginx (a) / seed app (d), req/s", ratio(s, lr, 1, "a", "d"),
+                    1.3, note=cpu_note(lr, 1, "a", "d")))  # fmt: skip
+    a, f = s.get((lr, 1, "a")), s.get((lr, 1, "f"))
+    floor_x = a.cpu_us_per_req / f.cpu_us_per_req if a and f and f.cpu_us_per_req else None
+    out.append(Goal("LR 1 row via nginx (a): CPU per request × the floor's (f)", floor_x, 2.5,
+                    at_most=True,
+                    note=f"{a.cpu_us_per_req:,.0f} vs {f.cpu_us_per_req:,.0f} µs" if floor_x
+                    else ""))  # fmt: skip
+    out.append(Goal("RF(100) 1 row via nginx (a) / MLServer (e), req/s", ratio(s, rf, 1, "a", "e"),
+                    20, note=cpu_note(rf, 1, "a", "e")))  # fmt: skip
+    out.append(Goal("RF(100) 1 row via nginx (a) / seed app (d), req/s", ratio(s, rf, 1, "a", "d"),
+                    10, note=cpu_note(rf, 1, "a", "d")))  # fmt: skip
     for model in models:
         for rows in rows_list:
-            check(f"{model} {rows} row(s) (a)/(d)", model, rows, "a", "d", 0.8)
-    for rows in rows_list:
-        check(f"RandomForest {rows} row(s) (b)/(a)", rf, rows, "b", "a", 8.0)
+            if rows > 1:
+                out.append(Goal(f"{model} {rows} rows via nginx (a) / seed app (d), rows/s",
+                                ratio(s, model, rows, "a", "d"), 1.5,
+                                note=cpu_note(model, rows, "a", "d")))  # fmt: skip
+    for model in models:
+        for rows in rows_list:
+            out.append(Goal(f"{model} {rows} row(s) V2 infer (g) / seed route (a), req/s",
+                            ratio(s, model, rows, "g", "a"), 0.9,
+                            note="within 10%: ≥ 0.9×"))  # fmt: skip
+    out.append(Goal("cache hits, RF(100) on scikit-learn (b) / floor (f), req/s",
+                    ratio(s, rf, 1, "b", "f"), 0.5, note=cpu_note(rf, 1, "b", "f")))  # fmt: skip
     worst = max(s.values(), key=lambda x: x.p99_ms / x.p50_ms if x.p50_ms else 0, default=None)
-    if worst is not None:
+    if worst is not None and worst.p50_ms:
         bad = [x for x in s.values() if x.p50_ms and x.p99_ms > 3 * x.p50_ms]
-        out.append(
-            f"- p99 ≤ 3 × p50 in every case: worst {worst.p99_ms / worst.p50_ms:.2f}× "
-            f"({worst.model} {worst.rows} row(s) ({worst.case})) — "
-            + ("met" if not bad else "MISSED in " + ", ".join(
-                f"{x.model}/{x.rows}/({x.case}) {x.p99_ms / x.p50_ms:.1f}×" for x in bad))
-        )  # fmt: skip
-    errors = sum(x.errors for x in s.values())
-    out.append(f"- zero errors: {errors} — " + ("met" if errors == 0 else "MISSED"))
-    sharing = memory_sharing(runs)
-    if sharing:
-        out.append(sharing)
+        note = f"worst {worst.model}/{worst.rows}/({worst.case})"
+        if bad:
+            note += "; over in " + ", ".join(
+                f"{x.model}/{x.rows}/({x.case}) {x.p99_ms / x.p50_ms:.1f}×" for x in bad
+            )
+        out.append(Goal("p99 / p50, every case", worst.p99_ms / worst.p50_ms, 3.0, at_most=True,
+                        note=note))  # fmt: skip
     return out
 
 
-def memory_sharing(runs: list[Run]) -> str | None:
-    """PSS vs RSS of our gunicorn workers (case a, last round of the first model)."""
-    ours = [r for r in runs if r.case in ("a", "c")]
-    if not ours:
-        return None
-    procs = ours[-1].processes
-    workers = [p for p in procs if p["role"] == "our stack worker"]
-    if not workers:
-        return None
-    rss = statistics.fmean(p["rss_kib"] for p in workers) / 1024
-    pss = statistics.fmean(p["pss_kib"] for p in workers) / 1024
-    verdict = "met" if pss < 0.6 * rss else "MISSED"
-    return (
-        f"- workers share the model's pages ({ours[-1].model}, {len(workers)} workers): "
-        f"PSS {pss:.1f} MiB per worker vs RSS {rss:.1f} MiB ({pss / rss:.0%}; "
-        f"target well below, < 60%) — {verdict}"
-    )
+def memory_lines(runs: list[Run], many: list[dict]) -> list[str]:
+    """PSS per worker of our stack (case a, last run of each model), and the many-model store."""
+    out = []
+    for model in dict.fromkeys(r.model for r in runs):
+        ours = [r for r in runs if r.case == "a" and r.model == model]
+        procs = ours[-1].processes if ours else []
+        workers = [p for p in procs if p["role"] == "our stack worker"]
+        if workers:
+            rss = statistics.fmean(p["rss_kib"] for p in workers) / 1024
+            pss = statistics.fmean(p["pss_kib"] for p in workers) / 1024
+            out.append(
+                f"- PSS per worker, our stack serving the demo store ({model} case a, "
+                f"{len(workers)} workers): {pss:.1f} MiB (RSS {rss:.1f} MiB, {pss / rss:.0%} "
+                f"not shared)"
+            )
+    if len(many) == 2:
+        one, lots = (many_models.StoreMemory(**m) for m in many)
+        per_model = (lots.total_pss_mib - one.total_pss_mib) / max(1, lots.models - one.models)
+        out.append(
+            f"- one store of {lots.models} models (our gunicorn, {lots.workers} workers): PSS "
+            f"{lots.total_pss_mib:.1f} MiB in all ({lots.worker_pss_mib:.1f} MiB per worker, "
+            f"master {lots.master_pss_mib:.1f}) vs {one.total_pss_mib:.1f} MiB for 1 model "
+            f"({one.worker_pss_mib:.1f} per worker): {per_model:.2f} MiB per extra model"
+        )
+    return out
 
 
 def memory_table(runs: list[Run]) -> str:
@@ -484,27 +593,65 @@ def memory_table(runs: list[Run]) -> str:
     return "\n".join(lines)
 
 
-def report(args, runs: list[Run], started: float, command: str | None = None) -> str:
+def summary_line(runs: list[Run], found: list[Goal], seconds: float, path: str = "") -> str:
+    measured = [g for g in found if g.met is not None]
+    met = sum(1 for g in measured if g.met)
+    errors = sum(r.errors for r in runs)
+    where = f"; table in {path}" if path else ""
+    return (
+        f"bench: {len(runs)} runs in {seconds:.0f} s, {errors} errors, goals met {met} of "
+        f"{len(measured)}, load average {os.getloadavg()[0]:.1f}{where}"
+    )
+
+
+def report(args, runs: list[Run], started: float, command: str | None = None,
+           many: list[dict] | None = None, commands: dict | None = None) -> str:  # fmt: skip
     s = summarise(runs)
     command = command or f".venv/bin/python loadtests/bench.py {' '.join(sys.argv[1:])}"
     cpu = os.cpu_count()
+    load = " ".join(Path("/proc/loadavg").read_text().split()[:3])
     head = (
         f"# Benchmark: runtime `{args.runtime}`, protocol `{args.protocol}`, cache "
         f"`{args.our_cache}` for ours{' ' + ' '.join(args.our_env) if args.our_env else ''}\n\n"
-        f"{datetime.now(UTC):%Y-%m-%d %H:%M UTC}; {cpu} cores shared by server and load "
-        f"generator; wrk 1 thread, {args.connections} connections, {args.duration:g} s per case "
+        f"{datetime.now(UTC):%Y-%m-%d %H:%M UTC} on {os.uname().nodename} ({cpu} cores shared "
+        f"by servers, the load generator and other users); load average at the end {load}. "
+        f"wrk 1 thread, {args.connections} connections, {args.duration:g} s per case "
         f"after {args.warmup:g} s warm-up, {args.rounds} interleaved round(s); "
-        f"req/s is the mean over rounds, p50/p99 the median; ratios are req/s against (d) "
-        f"and (e) of the same model and request shape; 'other load' is the CPU (in cores) "
+        f"req/s is the mean over rounds, p50/p99 the median; ratios compare cases of the same "
+        f"model and request shape in this run; 'other load' is the CPU (in cores) "
         f"that processes other than the server and wrk used meanwhile: noise. "
-        f"Load average at the end: {Path('/proc/loadavg').read_text().split()[0]}. "
-        f"Took {time.monotonic() - started:.0f} s.\n"
+        f"Took {time.monotonic() - started:.0f} s.\n\n"
         f"Command: `{command}`\n"
     )
-    parts = [head, table(s, args.models, args.rows, args.cases), "", "Targets (issue 9):", ""]
-    parts += targets(s, runs, args.models, args.rows)
+    found = goals(s, args.models, args.rows)
+    parts = [head, table(s, args.models, args.rows, args.cases), "", "Goals:", ""]
+    parts += [g.line() for g in found]
+    errors = sum(x.errors for x in s.values())
+    parts.append(f"- zero errors: {errors} — " + ("met" if errors == 0 else "MISSED"))
+    parts += ["", "Memory:", ""] + memory_lines(runs, many or [])
+    if commands:
+        parts += ["", "Exact commands (servers, then each case's load):", ""]
+        parts += [f"- {k}: `{v}`" for k, v in commands.items()]
     parts += ["", "Memory of each server's processes after its last run:", "", memory_table(runs)]
+    parts += ["", summary_line(runs, found, time.monotonic() - started)]
     return "\n".join(parts) + "\n"
+
+
+def measure_many(args) -> list[dict]:
+    """PSS of our gunicorn serving 1, then ``args.many_models`` models (one store)."""
+    if args.many_models <= 1:
+        return []
+    print(f"memory: a store of {args.many_models} models ...", flush=True)
+    store = args.workdir / f"store-{args.many_models}"
+    names = many_models.ensure_many(store, args.many_models)
+    env = {"PREDICTOR_RUNTIME": args.runtime, **dict(kv.split("=", 1) for kv in args.our_env)}
+    out = []
+    for subset in (names[:1], names):
+        m = many_models.measure(store, subset, args.workdir / "run" / "many", env)
+        print(f"memory: {m.models} model(s): PSS {m.total_pss_mib:.1f} MiB in all, "
+              f"{m.worker_pss_mib:.1f} MiB per worker", flush=True)  # fmt: skip
+        out.append(asdict(m))
+    return out
 
 
 def load_runs(path: Path) -> list[Run]:
@@ -517,10 +664,12 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     if args.report_from:
         saved = json.loads(args.report_from.read_text())
-        print(report(args, load_runs(args.report_from), started, saved.get("command")))
+        print(report(args, load_runs(args.report_from), started, saved.get("command"),
+                     saved.get("many_models"), saved.get("commands")))  # fmt: skip
         return 0
     runs = run_all(args)
-    text = report(args, runs, started)
+    many = measure_many(args)
+    text = report(args, runs, started, many=many, commands=args.commands)
     args.out.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
     md = args.out / f"bench-{args.runtime}-{stamp}.md"
@@ -530,11 +679,15 @@ def main(argv: list[str] | None = None) -> int:
         "command": f".venv/bin/python loadtests/bench.py {' '.join(sys.argv[1:])}",
         "args": {k: str(v) for k, v in vars(args).items()},
         "runs": [asdict(r) for r in runs],
+        "many_models": many,
+        "commands": args.commands,
     }
     (args.out / f"bench-{args.runtime}-{stamp}.json").write_text(json.dumps(raw, indent=1))
     print()
     print(text)
-    print(f"written: {md.relative_to(ROOT) if md.is_relative_to(ROOT) else md}")
+    where = md.relative_to(ROOT) if md.is_relative_to(ROOT) else md
+    print(summary_line(runs, goals(summarise(runs), args.models, args.rows),
+                       time.monotonic() - started, str(where)))  # fmt: skip
     return 0
 
 

@@ -11,7 +11,9 @@ From ../shared/seeds/000_*.txt (section 3.2, step 2): ``POST /predict`` reads
 2. a single row is wrapped in a list; a list of rows goes through unchanged.
 
 No validation, no metrics, no cache, no logging: the floor the benchmark
-compares our stack with. Run it the way the benchmark does::
+compares our stack with. One addition, in this copy only: ``POST /predict/batch``
+(the same body, ``{"input": [[...], ...]}``) names the batch case the benchmark
+loads with 100-row requests. Run it the way the benchmark does::
 
     SEED_MODEL_PATH=.bench/models/iris.joblib \\
         gunicorn -w 2 -k sync -b 127.0.0.1:8100 loadtests.seed_app:app
@@ -37,3 +39,10 @@ def predict():
     # 将预测结果转化为JSON格式
     result = {"prediction": prediction.tolist()}
     return jsonify(result)
+
+
+@app.route("/predict/batch", methods=["POST"])
+def predict_batch():
+    """Added in the benchmark's copy: a batch of rows, the same body as /predict."""
+    rows = request.get_json()["input"]
+    return jsonify({"prediction": model.predict(rows).tolist()})

@@ -5,6 +5,8 @@ tools/stack.py's supervisor (its Gunicorn/Nginx/RedisServer, and Command for the
   from the repo's own template, all on free loopback ports under one run
   directory. Cases (a) and (b) go through nginx, (c) straight to gunicorn.
 - ``SeedApp``: ``loadtests/seed_app.py`` under gunicorn, 2 sync workers.
+- ``FloorApp``: ``loadtests/floor_app.py`` (raw WSGI, constant JSON) under gunicorn,
+  2 sync workers: the HTTP floor.
 - ``MLServer``: MLServer 1.7.1 with ``mlserver_sklearn.SKLearnModel`` at its
   default settings (only the ports are chosen), from ``.bench/mlserver-venv``.
 
@@ -74,6 +76,11 @@ def answer_ok(protocol: str, answer: dict | None, n: int) -> bool:
     return (outputs[0].get("shape") or [None])[0] == n
 
 
+def _argv(process) -> str:  # noqa: ANN001 - a tools.stack.ManagedProcess
+    args = process.proc.args if process.proc is not None else []
+    return " ".join(str(a).replace(str(ROOT) + "/", "") for a in args)
+
+
 class Server:
     """Base: start, wait for a real prediction, expose URLs and PIDs, stop."""
 
@@ -87,7 +94,8 @@ class Server:
     def start(self) -> None:
         raise NotImplementedError
 
-    def url(self, model: str, direct: bool = False) -> str:
+    def url(self, model: str, direct: bool = False, rows: int = 1, protocol: str = "") -> str:
+        """Where a case posts ``rows``-row bodies (in ``protocol``, default the server's)."""
         raise NotImplementedError
 
     def root_pids(self, direct: bool = False) -> list[int]:
@@ -109,6 +117,10 @@ class Server:
 
     def logs(self) -> str:
         return "\n".join(p.log_tail(20) for p in self.procs)
+
+    def command(self) -> str:
+        """The command lines this server runs (for the report), paths relative to the repo."""
+        return " ; ".join(_argv(p) for p in self.procs)
 
     def check_alive(self) -> None:
         for p in self.procs:
@@ -144,8 +156,43 @@ class SeedApp(Server):
         env = {"SEED_MODEL_PATH": str(self.model_file), "PYTHONPATH": str(ROOT)}
         self.procs.append(Command(self.workdir, "seed-app", argv, env).start())
 
-    def url(self, model: str, direct: bool = False) -> str:
+    def url(self, model: str, direct: bool = False, rows: int = 1, protocol: str = "") -> str:
+        # Batches go to the batch route this copy adds (same body as /predict).
+        path = "/predict/batch" if rows > 1 else "/predict"
+        return f"http://127.0.0.1:{self.port}{path}"
+
+
+class FloorApp(SeedApp):
+    """(f) A raw WSGI app answering constant JSON under gunicorn, 2 sync workers."""
+
+    name = "floor"
+
+    def __init__(self, workdir: Path) -> None:
+        super().__init__(workdir, Path("/dev/null"))
+
+    def start(self) -> None:
+        self.port = free_port()
+        argv = [
+            str(VENV_BIN / "gunicorn"),
+            "-w", "2", "-k", "sync",
+            "-b", f"127.0.0.1:{self.port}",
+            "--no-control-socket",
+            "loadtests.floor_app:app",
+        ]  # fmt: skip
+        self.procs.append(Command(self.workdir, "floor", argv, {"PYTHONPATH": str(ROOT)}).start())
+
+    def url(self, model: str, direct: bool = False, rows: int = 1, protocol: str = "") -> str:
         return f"http://127.0.0.1:{self.port}/predict"
+
+    def wait_ready(self, model: str, timeout: float = 90.0, direct: bool = False) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self.check_alive()
+            status, answer = post_json(self.url(model), {"input": READY_ROW})
+            if status == 200 and answer:
+                return
+            time.sleep(0.1)
+        raise RuntimeError(f"floor app not ready after {timeout:.0f} s\n{self.logs()}")
 
 
 class MLServer(Server):
@@ -186,7 +233,7 @@ class MLServer(Server):
         env = {"PATH": f"{MLSERVER_BIN}:{os.environ.get('PATH', '')}"}
         self.procs.append(Command(self.workdir, "mlserver", argv, env, cwd=repo).start())
 
-    def url(self, model: str, direct: bool = False) -> str:
+    def url(self, model: str, direct: bool = False, rows: int = 1, protocol: str = "") -> str:
         return f"http://127.0.0.1:{self.port}/v2/models/{model}/infer"
 
 
@@ -254,11 +301,12 @@ class OurStack(Server):
             self.stop()
             raise
 
-    def url(self, model: str, direct: bool = False) -> str:
+    def url(self, model: str, direct: bool = False, rows: int = 1, protocol: str = "") -> str:
         base = self.gunicorn.url if direct else self.nginx.url
-        if self.protocol == "seed":
+        protocol = protocol or self.protocol
+        if protocol == "seed":
             return f"{base}/predict"
-        if self.protocol == "v1":
+        if protocol == "v1":
             return f"{base}/v1/models/{model}:predict"
         return f"{base}/v2/models/{model}/infer"
 
@@ -268,6 +316,13 @@ class OurStack(Server):
 
     def logs(self) -> str:
         return "\n".join(p.log_tail() for p in (self.redis, self.gunicorn, self.nginx) if p)
+
+    def command(self) -> str:
+        settings = " ".join(
+            f"{k}={v}" for k, v in sorted(self.gunicorn.extra_env.items()) if k != "PATH"
+        )
+        parts = [_argv(p) for p in (self.redis, self.nginx) if p is not None]
+        return " ; ".join([f"{settings} {_argv(self.gunicorn)}", *parts])
 
     def check_alive(self) -> None:
         for p in (self.redis, self.gunicorn, self.nginx):

@@ -1,9 +1,10 @@
 """A quick run of the benchmark itself, for real (tests/unit/test_bench_bodies.py checks
 the bodies its wrk script sends).
 
-The smoke run starts our stack (redis-server, gunicorn, nginx) and the seed app
-and loads each for a second; MLServer is left out (its venv is installed by
-`make bench`, not by the tests).
+The smoke run starts our stack (redis-server, gunicorn, nginx), the seed app and the
+constant-JSON floor and loads each for a second, then serves a store of 2 models for
+its memory figure; MLServer is left out (its venv is installed by `make bench`, not by
+the tests).
 """
 
 from __future__ import annotations
@@ -16,14 +17,15 @@ from pathlib import Path
 from tests.helpers import REPO
 
 
-def test_quick_bench_runs_our_stack_and_the_seed_app(
+def test_quick_bench_runs_our_stack_the_seed_app_and_the_floor(
     demo_store_template: Path, tmp_path: Path
 ) -> None:
     store = tmp_path / "models"
     shutil.copytree(demo_store_template, store)
     argv = [
         sys.executable, str(REPO / "loadtests" / "bench.py"), "--quick",
-        "--models", "iris", "--rows", "1", "--cases", "abd", "--duration", "1", "--warmup", "0",
+        "--models", "iris", "--rows", "1", "--cases", "adfg", "--duration", "1", "--warmup", "0",
+        "--many-models", "2",
         "--store", str(store), "--workdir", str(tmp_path / "bench"), "--out", str(tmp_path),
     ]  # fmt: skip
     # 1 s per case; 600 s only stops a hang (a busy machine starts the stack slowly)
@@ -37,16 +39,23 @@ def test_quick_bench_runs_our_stack_and_the_seed_app(
     }
     assert set(table) == {
         "(a) ours via nginx, misses",
-        "(b) ours via nginx, hits",
         "(d) seed app (gunicorn 2 sync)",
+        "(f) floor: constant JSON (gunicorn 2 sync)",
+        "(g) ours via nginx, V2 infer, misses",
     }
     for case, cells in table.items():
         print(f"{case}: {cells[3]} req/s")  # measured, not asserted: the machine sets it
         assert float(cells[3].replace(",", "")) > 0  # req/s
-        assert cells[6] == "0"  # errors
-        assert float(cells[7].replace(",", "")) > 0  # CPU µs per request
-        assert float(cells[8]) > 10  # PSS MiB
-    assert table["(d) seed app (gunicorn 2 sync)"][9] == "1.00×"
+        assert cells[8] == "0"  # errors
+        assert float(cells[9].replace(",", "")) > 0  # CPU µs per request
+        assert float(cells[12]) > 5  # PSS MiB
+    assert table["(d) seed app (gunicorn 2 sync)"][11] == "1.00×"  # req/s vs (d)
+    assert table["(f) floor: constant JSON (gunicorn 2 sync)"][10] == "1.00×"  # CPU × floor
     assert "- zero errors: 0 — met" in out.stdout
-    assert "workers share the model's pages" in out.stdout
-    assert list(tmp_path.glob("bench-sklearn-*.md")) and list(tmp_path.glob("bench-sklearn-*.json"))
+    assert "- LR 1 row via nginx (a) / seed app (d), req/s:" in out.stdout
+    assert "- iris 1 row(s) V2 infer (g) / seed route (a), req/s:" in out.stdout
+    assert "PSS per worker, our stack" in out.stdout
+    assert "one store of 2 models" in out.stdout
+    assert "wrk -t1 -c16" in out.stdout  # the exact commands
+    assert out.stdout.strip().splitlines()[-1].startswith("bench: 4 runs in ")
+    assert list(tmp_path.glob("bench-auto-*.md")) and list(tmp_path.glob("bench-auto-*.json"))
