@@ -1,7 +1,7 @@
 """Where a request's CPU goes in our service: py-spy over the gunicorn workers under load.
 
     make profile [PROFILE_ARGS="--model iris-rf --rows 1 --seconds 15"]
-    .venv/bin/python loadtests/profile_service.py --py-spy .bench/tools-venv/bin/py-spy
+    .venv/bin/python loadtests/profile_service.py [--py-spy .venv/bin/py-spy]
 
 Starts our stack like the benchmark does (loadtests/servers.py), loads it with
 the benchmark's wrk script (cache misses by default), and samples every
@@ -13,6 +13,15 @@ and prints, over all samples where a worker was on the CPU:
   package it passes through), the answer to "what does the stack add";
 - inclusive share of each function in ``service/``;
 - self time of the hottest functions.
+
+Before py-spy attaches, one measured run without it gives the request's cost split
+by process from /proc (nginx, gunicorn workers, redis-server: CPU µs per request)
+and nginx's own clock from its access log: ``$request_time`` (client in to client
+out) against ``$upstream_response_time`` (nginx to gunicorn and back) and
+``$upstream_connect_time`` (a new upstream connection per request with sync
+workers). After py-spy, ``loadtests/request_breakdown.py`` times each step of the
+app in-process. Together they are the table in docs/benchmarks.md, "Where one
+request's microseconds go".
 """
 
 from __future__ import annotations
@@ -29,8 +38,63 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+import json  # noqa: E402
+import statistics  # noqa: E402
+
+from loadtests import procstat, request_breakdown  # noqa: E402
 from loadtests.bench import BENCH, RESULTS, ensure_store, wrk  # noqa: E402
 from loadtests.servers import ROOT, OurStack  # noqa: E402
+
+
+def cost_split(server: OurStack, url: str, args) -> str:  # noqa: ANN001 - argparse namespace
+    """CPU per request of each process on the path and nginx's timings, one run, no py-spy."""
+    log = server.nginx.access_log
+    log.write_text("")  # nginx appends (O_APPEND): only this run's requests remain
+    roles = {server.nginx.pid: "nginx", server.gunicorn.pid: "gunicorn"}
+    if server.redis is not None:
+        roles[server.redis.pid] = "redis-server"
+    groups = {role: procstat.tree([pid]) for pid, role in roles.items()}
+    before = {role: procstat.cpu_sample(pids) for role, pids in groups.items()}
+    result = wrk(url, args.protocol, args.rows, args.mode, 7, args.seconds, args.connections)
+    n = result["requests"]
+    lines = [
+        f"One run without py-spy: {n} requests, "
+        f"{n / (result['duration_us'] / 1e6):.0f} req/s, {args.connections} connections",
+        "",
+        "| where | µs per request |",
+        "|---|--:|",
+    ]
+    total = 0.0
+    for role, pids in groups.items():
+        cpu = procstat.cpu_used(before[role], procstat.cpu_sample(pids)) * 1e6 / max(1, n)
+        total += cpu
+        label = "gunicorn master + workers" if role == "gunicorn" else role
+        lines.append(f"| CPU: {label} | {cpu:,.0f} |")
+    lines.append(f"| CPU: all server processes | {total:,.0f} |")
+    times = {"request_time": [], "upstream_response_time": [], "upstream_connect_time": []}
+    for line in log.read_text().splitlines():
+        entry = json.loads(line)
+        if entry.get("status") != 200:
+            continue
+        for key in times:
+            value = str(entry.get(key, "-")).split(",")[-1].strip()
+            if value not in ("-", ""):
+                times[key].append(float(value) * 1e6)
+    for key, values in times.items():
+        if values:
+            lines.append(
+                f"| wall, nginx `${key}`: mean / median | "
+                f"{statistics.fmean(values):,.0f} / {statistics.median(values):,.0f} |"
+            )
+    if times["request_time"] and times["upstream_response_time"]:
+        gap = statistics.fmean(times["request_time"]) - statistics.fmean(
+            times["upstream_response_time"]
+        )
+        lines.append(
+            f"| wall, in nginx only (request_time - upstream_response_time) | {gap:,.0f} |"
+        )
+    return "\n".join(lines)
+
 
 FRAME = re.compile(r"^(?P<func>.*) \((?P<file>[^()]*?)(?::(?P<line>\d+))?\)$")
 
@@ -99,7 +163,7 @@ def summarise(stacks: list[tuple[list[tuple[str, str]], int]], top: int = 25) ->
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--py-spy", default=str(BENCH / "tools-venv" / "bin" / "py-spy"))
+    p.add_argument("--py-spy", default=str(ROOT / ".venv" / "bin" / "py-spy"))
     p.add_argument("--model", default="iris")
     p.add_argument("--rows", type=int, default=1)
     p.add_argument("--seconds", type=int, default=12)
@@ -107,13 +171,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--connections", type=int, default=8)
     p.add_argument("--mode", choices=["unique", "repeat"], default="unique")
     p.add_argument("--direct", action="store_true", help="load gunicorn, not nginx")
-    p.add_argument("--runtime", default="sklearn")
+    p.add_argument("--runtime", default="auto", help="PREDICTOR_RUNTIME (default: the shipped one)")
     p.add_argument("--protocol", choices=["seed", "v1", "v2"], default="seed")
     p.add_argument("--cache", choices=["redis", "local", "off"], default="redis")
     p.add_argument(
         "--idle", action="store_true", help="sample blocked threads too (wall time, not CPU)"
     )
     p.add_argument("--store", type=Path, default=BENCH / "store")
+    p.add_argument("--no-breakdown", action="store_true", help="skip the in-process step table")
     p.add_argument("--out", type=Path, default=RESULTS)
     args = p.parse_args(argv)
 
@@ -131,6 +196,7 @@ def main(argv: list[str] | None = None) -> int:
         server.wait_ready(args.model, direct=args.direct)
         url = server.url(args.model, direct=args.direct)
         wrk(url, args.protocol, args.rows, args.mode, 99, 2, args.connections)  # warm-up
+        split = "" if args.direct else cost_split(server, url, args)
         args.out.mkdir(parents=True, exist_ok=True)
         stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
         raw = args.out / f"profile-{args.model}-{args.rows}-{args.mode}-{stamp}.txt"
@@ -169,6 +235,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(summarise(parse_collapsed(raw.read_text())))
     print(f"\ncollapsed stacks: {raw}")
+    if split:
+        print("\n" + split)
+    if not args.no_breakdown:
+        print("\nIn-process, each step of the app (loadtests/request_breakdown.py):")
+        print(
+            request_breakdown.table(request_breakdown.breakdown(args.store.resolve(), args.model))
+        )
     return 0
 
 

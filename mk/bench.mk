@@ -3,7 +3,8 @@
 #   make load          Locust, headless, against the local stack (make stack), SLO-gated
 #   make bench         our stack vs the seed app vs MLServer, printed as a markdown table
 #   make bench-quick   the same, 1 round of 3 s per case (smoke)
-#   make profile       py-spy flame graph of our gunicorn workers under wrk load
+#   make profile       where one request's µs go: CPU per process, nginx's timings, py-spy
+#                      over the gunicorn workers under wrk load, each app step in-process
 #
 # Variables: LOAD_HOST, LOAD_USERS, LOAD_SPAWN_RATE, LOAD_TIME, LOAD_P99_MS, LOAD_ARGS,
 # BENCH_ARGS (e.g. BENCH_ARGS="--runtime onnx --duration 20").
@@ -22,6 +23,7 @@ LOAD_THINK_MS ?= 150
 LOAD_P99_MS ?= 100
 LOAD_ARGS ?=
 BENCH_ARGS ?=
+PROFILE_ARGS ?=
 
 .PHONY: load bench bench-quick mlserver-venv load-deps profile
 
@@ -60,8 +62,10 @@ bench-quick: install load-deps mlserver-venv
 	$(PY) loadtests/bench.py --quick $(BENCH_ARGS)
 
 ## Where a request's time goes: py-spy over our gunicorn workers while wrk loads them.
-profile: install load-deps
-	@test -x $(BENCH_DIR)/tools-venv/bin/py-spy || { \
-	  $(PYTHON) -m venv $(BENCH_DIR)/tools-venv && \
-	  $(BENCH_DIR)/tools-venv/bin/pip install -q py-spy==0.4.3; }
-	$(PY) loadtests/profile_service.py --py-spy $(BENCH_DIR)/tools-venv/bin/py-spy $(PROFILE_ARGS)
+## py-spy, pinned in deps/pip-profile.txt (make install-test installs it too).
+$(VENV)/.profile-installed: deps/pip-profile.txt | $(VENV)/.installed
+	$(PY) -m pip install -q -r deps/pip-profile.txt
+	touch $@
+
+profile: install load-deps $(VENV)/.profile-installed
+	$(PY) loadtests/profile_service.py --py-spy $(VENV)/bin/py-spy $(PROFILE_ARGS)
