@@ -261,11 +261,22 @@ def record(status: int, started: float | None) -> None:
     served = g.get("served_by")
     if served is None:
         return
-    name, version, role = served
     # A 5xx, or a valid request the model itself could not predict (422), is the version's fault.
-    outcome = "error" if status >= 500 or status == 422 else "ok"
-    metrics.VERSION_REQUESTS.labels(name, version, role, outcome).inc()
-    # The other outcome starts at 0: an error ratio is then a number, never missing data.
-    metrics.VERSION_REQUESTS.labels(name, version, role, "ok" if outcome == "error" else "error")
+    failed = status >= 500 or status == 422
+    bound = _bound.get(served)
+    if bound is None:  # bind once per version and role: .labels() per request is not free
+        name, version, role = served
+        # Both outcomes exist from the first request: an error ratio is a number, never
+        # missing data.
+        bound = _bound[served] = (
+            metrics.VERSION_REQUESTS.labels(name, version, role, "ok"),
+            metrics.VERSION_REQUESTS.labels(name, version, role, "error"),
+            metrics.VERSION_DURATION.labels(name, version, role),
+        )
+    bound[1 if failed else 0].inc()
     if started is not None:
-        metrics.VERSION_DURATION.labels(name, version, role).observe(time.perf_counter() - started)
+        bound[2].observe(time.perf_counter() - started)
+
+
+# (model, version, role) -> bound children of the per-version metrics.
+_bound: dict[tuple[str, str, str], tuple[Any, Any, Any]] = {}

@@ -137,6 +137,8 @@ def wants_probabilities(payload: Any) -> bool:
     """``"probabilities": true`` in the body or ``?probabilities=true`` in the URL."""
     if isinstance(payload, dict) and payload.get("probabilities") is True:
         return True
+    if not request.query_string:  # the usual request: no query string to parse
+        return False
     return request.args.get("probabilities", "").lower() in {"1", "true", "yes"}
 
 
@@ -247,6 +249,8 @@ def install(app: Flask, plane: DataPlane, policy: AccessPolicy) -> None:
         plane.catch_up()
 
     known_methods: set[str] = set()  # filled on first use: blueprints register after install
+    # (route, method, status) -> bound children; bounded like the labels themselves.
+    http_metrics: dict[tuple[str, str, int], tuple[Any, Any]] = {}
 
     def method_label() -> str:
         """The request's method when a route allows it, else "other": metrics stay bounded."""
@@ -262,18 +266,24 @@ def install(app: Flask, plane: DataPlane, policy: AccessPolicy) -> None:
         if key_id:
             response.headers[KEY_ID_HEADER] = key_id
         rule = request.url_rule
-        route = rule.rule if rule is not None else "unmatched"
-        status = str(response.status_code)
-        method = method_label()
+        key = (rule.rule if rule is not None else "unmatched", method_label(),
+               response.status_code)  # fmt: skip
+        bound = http_metrics.get(key)
+        if bound is None:  # .labels() per request is not free: bind once per series
+            labels = (key[0], key[1], str(key[2]))
+            bound = http_metrics[key] = (
+                metrics.HTTP_DURATION.labels(*labels),
+                metrics.HTTP_REQUESTS.labels(*labels),
+            )
         start = g.get("start")
         if start is not None:
-            metrics.HTTP_DURATION.labels(route, method, status).observe(time.perf_counter() - start)
-        metrics.HTTP_REQUESTS.labels(route, method, status).inc()
+            bound[0].observe(time.perf_counter() - start)
+        bound[1].inc()
         canary.record(response.status_code, start)  # per-version metrics (current vs canary)
         if response.status_code >= 400:
             log.info(
                 "%s %s -> %s (request id %s)",
-                request.method, request.path, status, g.get("request_id"),
+                request.method, request.path, response.status_code, g.get("request_id"),
             )  # fmt: skip
         return response
 
