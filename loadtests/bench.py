@@ -72,6 +72,7 @@ CASES = {
     "e": "MLServer 1.7.1 sklearn",
     "f": "floor: constant JSON (gunicorn 2 sync)",
     "g": "ours via nginx, V2 infer, misses",
+    "h": "ours via nginx, misses, with --compare",
 }
 SERVER_OF = {
     "a": "ours",
@@ -81,8 +82,9 @@ SERVER_OF = {
     "e": "mlserver",
     "f": "floor",
     "g": "ours",
+    "h": "ours-alt",
 }
-SERVER_KINDS = ("ours", "ours-hits", "seed", "floor", "mlserver")
+SERVER_KINDS = ("ours", "ours-alt", "ours-hits", "seed", "floor", "mlserver")
 MODEL_TITLES = {"iris": "LogisticRegression", "iris-rf": "RandomForest (100 trees)"}
 
 
@@ -155,6 +157,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         metavar="KEY=VALUE",
         help="extra environment for our gunicorn, e.g. PREDICTOR_THREADS=4 (repeatable)",
     )
+    p.add_argument(
+        "--compare",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="case (h): case (a) again on a second stack with this environment (a lever, "
+        "measured before/after in one run, e.g. PREDICTOR_THREADS=2); repeatable",
+    )
     p.add_argument("--out", type=Path, default=RESULTS, help="where the table and JSON go")
     p.add_argument(
         "--workdir",
@@ -178,6 +188,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.rounds, args.duration, args.warmup = 1, min(args.duration, 3.0), min(args.warmup, 1.0)
     args.models = [m for m in args.models.split(",") if m]
     args.rows = [int(r) for r in args.rows.split(",") if r]
+    if args.compare:
+        CASES["h"] = "ours via nginx, misses, with " + " ".join(args.compare)
+        args.cases += "h"
     args.cases = sorted(set(args.cases) & set(CASES))
     if args.quick:
         args.many_models = min(args.many_models, 3)
@@ -330,8 +343,10 @@ def run_case(server: Server, args, model: str, model_i: int, rows: int, rows_i: 
 
 
 def make_server(kind: str, model: str, args, workdir: Path, exported: dict) -> Server:
-    if kind in ("ours", "ours-hits"):
+    if kind in ("ours", "ours-alt", "ours-hits"):
         env = dict(kv.split("=", 1) for kv in args.our_env)
+        if kind == "ours-alt":
+            env.update(kv.split("=", 1) for kv in args.compare)
         runtime = args.runtime
         if kind == "ours-hits":  # a model slower than a Redis round trip: scikit-learn
             runtime = "sklearn"
@@ -536,6 +551,12 @@ def goals(s: dict, models: list[str], rows_list: list[int]) -> list[Goal]:
                             note="within 10%: ≥ 0.9×"))  # fmt: skip
     out.append(Goal("cache hits, RF(100) on scikit-learn (b) / floor (f), req/s",
                     ratio(s, rf, 1, "b", "f"), 0.5, note=cpu_note(rf, 1, "b", "f")))  # fmt: skip
+    for model in models:
+        for rows in rows_list:
+            if (model, rows, "h") in s:
+                out.append(Goal(f"{model} {rows} row(s) lever (h) / (a), req/s",
+                                ratio(s, model, rows, "h", "a"), 1.0,
+                                note=cpu_note(model, rows, "h", "a")))  # fmt: skip
     worst = max(s.values(), key=lambda x: x.p99_ms / x.p50_ms if x.p50_ms else 0, default=None)
     if worst is not None and worst.p50_ms:
         bad = [x for x in s.values() if x.p50_ms and x.p99_ms > 3 * x.p50_ms]
