@@ -20,13 +20,14 @@ from flask import Flask
 
 from .. import metrics
 from ..artifacts import load_estimator
-from ..errors import ArtifactRejected, PredictorError
+from ..errors import ArtifactRejected, PredictorError, bad_input
 from ..models.loading import LoadedModel
 from ..settings import Settings
 from ..store import ModelStore
 from . import ModelExplainer, RowExplanation, Unsupported
 
 EXTENSION = "predictor.explain"
+OUTPUT_KINDS = ("probability", "log_odds", "value")
 VERSIONS_KEPT = 8  # explainers kept per worker (current + pinned versions of every model)
 
 
@@ -39,14 +40,17 @@ class Explanations:
         self._cache: OrderedDict[tuple[str, str, str], ModelExplainer | Unsupported] = OrderedDict()
         self._lock = threading.Lock()
 
-    def explain(self, model: LoadedModel, rows: np.ndarray) -> list[RowExplanation]:
-        """Explanations of validated rows; PredictorError (501, 422, 503) when none can be given."""
+    def explain(
+        self, model: LoadedModel, rows: np.ndarray, output_kind: str | None = None
+    ) -> list[RowExplanation]:
+        """Explanations of validated rows in ``output_kind`` (None: the model's default);
+        PredictorError (400, 413, 501, 422, 503) when none can be given."""
         start = time.perf_counter()
         method = "none"
         try:
             explainer = self.explainer(model)
             method = explainer.method
-            answers = explainer.explain(rows)
+            answers = explainer.explain(rows, output_kind)
         except Unsupported as exc:
             metrics.EXPLAIN_REQUESTS.labels(model.name, method, "unsupported").inc()
             raise PredictorError(
@@ -118,6 +122,18 @@ def explanations(app: Flask) -> Explanations:
         st = state(app)
         found = app.extensions.setdefault(EXTENSION, Explanations(st.store, st.settings))
     return found
+
+
+def output_kind_of(payload: Any) -> str | None:
+    """The optional ``output_kind`` of an explain request (V1 body, V2 output parameters)."""
+    kind = payload.get("output_kind") if isinstance(payload, dict) else None
+    if kind is not None and kind not in OUTPUT_KINDS:
+        raise bad_input(
+            "invalid_output_kind",
+            f"output_kind must be one of {list(OUTPUT_KINDS)}, got "
+            f"{kind!r}"[:200],
+        )
+    return kind
 
 
 def encode(model: LoadedModel, answers: list[RowExplanation]) -> list[dict[str, Any]]:

@@ -92,19 +92,32 @@ class PredictResponse(BaseModel):
     probabilities: Probabilities | None = None
 
 
+OutputKind = Literal["probability", "log_odds", "value"]
+
+
 class ExplainRequest(PredictRequest):
     """The same body as ``:predict`` (``probabilities`` is accepted and ignored)."""
+
+    output_kind: OutputKind | None = Field(
+        None,
+        description="What to explain: classifiers default to `probability` of the predicted "
+        "class; `log_odds` for logistic regression and gradient boosting; `value` for "
+        "regressors. A kind the model does not offer is a 400 listing the ones it does.",
+    )
 
 
 class RowExplanation(BaseModel):
     prediction: Any = Field(description="As :predict reports it (label or value).")
     output: float = Field(description="The number explained.")
-    output_kind: Literal["probability", "log_odds", "value"] = Field(
+    output_kind: OutputKind = Field(
         description="probability or log_odds of the predicted class; value for regressors."
     )
     base_value: float = Field(description="Expected output; base_value + sum = output.")
     contributions: list[float] = Field(description="One per feature, in `features` order.")
-    method: Literal["linear", "tree_shap"]
+    method: Literal["linear", "tree_shap", "exact_shapley"] = Field(
+        description="linear: closed form in log-odds/value; tree_shap: TreeSHAP; "
+        "exact_shapley: every coalition of features enumerated against the background rows."
+    )
     probability: float | None = Field(
         None, description="Classifiers: the predicted class's probability, as :predict has it."
     )
