@@ -138,7 +138,8 @@ class ModelExplainer:
                 413,
                 "too_many_rows",
                 f"explaining in probability space costs {per_row} model rows per row "
-                f"(2**{len(self.features)} coalitions x {min(len(background), MAX_BACKGROUND)} background "
+                f"(2**{len(self.features)} coalitions x {min(len(background), MAX_BACKGROUND)} "
+                f"background "
                 f"rows): send at most {MAX_EVALUATIONS // per_row} rows per request, or ask "
                 f"output_kind {self.output_kinds[-1]!r}",
             )
@@ -210,9 +211,7 @@ class ModelExplainer:
     def _raw_background_rows(self) -> np.ndarray:
         """The manifest's sample rows, validated as requests are (coalitions mix them in)."""
         if self._raw_background is None:
-            self._raw_background = validate_rows(
-                self.manifest.sample_input, self.features, 10**6
-            )
+            self._raw_background = validate_rows(self.manifest.sample_input, self.features, 10**6)
         return self._raw_background
 
     def _class_index(self, predicted: np.ndarray) -> np.ndarray:

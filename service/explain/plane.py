@@ -130,8 +130,7 @@ def output_kind_of(payload: Any) -> str | None:
     if kind is not None and kind not in OUTPUT_KINDS:
         raise bad_input(
             "invalid_output_kind",
-            f"output_kind must be one of {list(OUTPUT_KINDS)}, got "
-            f"{kind!r}"[:200],
+            f"output_kind must be one of {list(OUTPUT_KINDS)}, got {kind!r}"[:200],
         )
     return kind
 

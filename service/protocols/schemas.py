@@ -262,11 +262,34 @@ class InferInput(Body):
 
 class OutputParameters(Body):
     binary_data: bool | None = None
+    output_kind: OutputKind | None = Field(
+        None,
+        description="`explanation` only: as `:explain`'s output_kind (default: probability "
+        "of the predicted class for classifiers).",
+    )
 
 
 class RequestedOutput(Body):
-    name: Literal["predict", "predict_proba"]
+    name: Literal["predict", "predict_proba", "explanation"] = Field(
+        description="`explanation`: a BYTES [N] tensor, each element a V2Explanation as JSON."
+    )
     parameters: OutputParameters | None = None
+
+
+class V2Explanation(BaseModel):
+    """One element of the `explanation` output (a JSON string in a BYTES tensor)."""
+
+    prediction: Any = Field(description="The class value the `predict` output carries.")
+    label: str | None = Field(None, description="Classifiers: its display label.")
+    output: float = Field(description="The number explained: base_value + sum(contributions).")
+    output_kind: OutputKind
+    base_value: float
+    contributions: list[float] = Field(description="One per feature, in `features` order.")
+    features: list[str]
+    method: Literal["linear", "tree_shap", "exact_shapley"]
+    probability: float | None = Field(
+        None, description="Classifiers: the predicted class's probability (predict_proba)."
+    )
 
 
 class RequestParameters(Body):
@@ -288,7 +311,18 @@ class InferRequest(Body):
                         }
                     ],
                     "outputs": [{"name": "predict"}, {"name": "predict_proba"}],
-                }
+                },
+                {
+                    "inputs": [
+                        {
+                            "name": "input-0",
+                            "shape": [1, 4],
+                            "datatype": "FP64",
+                            "data": [5.1, 3.5, 1.4, 0.2],
+                        }
+                    ],
+                    "outputs": [{"name": "predict"}, {"name": "explanation"}],
+                },
             ]
         }
     )

@@ -217,7 +217,7 @@ def test_probability_contributions_are_the_shapley_values_over_every_ordering(cl
     for x, row in zip(np.array(IRIS_ROWS, dtype=float), body["explanations"], strict=True):
         k = classes.index(estimator.predict(x[None])[0])
 
-        def value(present: set[int]) -> float:
+        def value(present: set[int], x=x, k=k) -> float:  # noqa: ANN001
             mixed = background.copy()
             mixed[:, sorted(present)] = x[sorted(present)]
             return float(estimator.predict_proba(mixed)[:, k].mean())
@@ -251,9 +251,7 @@ def test_an_output_kind_the_model_does_not_offer_is_a_400_naming_the_choices(
     assert wanted in assert_json_error(response, 400, "invalid_output_kind")["error"]["message"]
 
 
-def test_probability_space_past_its_budget_is_a_413_saying_how_many_rows_fit(
-    client, monkeypatch
-):
+def test_probability_space_past_its_budget_is_a_413_saying_how_many_rows_fit(client, monkeypatch):
     import service.explain as explain_package
 
     # iris: 16 coalitions x 2 background rows = 32 model rows per explained row.
