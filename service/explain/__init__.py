@@ -60,6 +60,10 @@ __all__ = [
 ]
 
 TOLERANCE = 1e-6
+# Classifiers whose predict() is classes_.take(argmax(predict_proba)) in scikit-learn itself.
+_ARGMAX_PREDICT = frozenset(
+    {"RandomForestClassifier", "ExtraTreesClassifier", "DecisionTreeClassifier"}
+)
 
 
 @dataclass
@@ -88,8 +92,20 @@ class ModelExplainer:
         self.is_classifier = manifest.task == "classification"
         self._background: np.ndarray | None = None
         self._raw_background: np.ndarray | None = None
-        self._trees = tree_explainer(self.final) if self.method == TREE_SHAP else None
+        self._trees = None
+        self._trees_refused: str | None = None  # why shap's TreeExplainer refused the model
+        if self.method == TREE_SHAP:
+            try:
+                self._trees = tree_explainer(self.final)
+            except Unsupported:
+                raise
+            except Exception as exc:  # e.g. multiclass gradient boosting
+                self._trees_refused = (
+                    f"shap's TreeExplainer refuses {type(self.final).__name__}: {exc}"
+                )
         self.output_kinds = self._output_kinds()
+        if not self.output_kinds:
+            raise Unsupported(self._trees_refused or "no exact explainer")
 
     # --- public ----------------------------------------------------------
     def explain(self, rows: np.ndarray, output_kind: str | None = None) -> list[RowExplanation]:
@@ -112,12 +128,16 @@ class ModelExplainer:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # feature-name warnings of sklearn
             X = to_estimator_input(self.estimator, self.features, rows)
-            predicted = self.estimator.predict(X)
             proba = (
                 self.estimator.predict_proba(X)
                 if self.is_classifier and hasattr(self.estimator, "predict_proba")
                 else None
             )
+            if proba is not None and type(self.final).__name__ in _ARGMAX_PREDICT:
+                # Exactly what their predict() does: one pass over the trees, not two.
+                predicted = np.asarray(self.estimator.classes_).take(np.argmax(proba, axis=1))
+            else:
+                predicted = self.estimator.predict(X)
             k = self._class_index(predicted) if self.is_classifier else None
             Z = self._transform(X)
             if self.method == LINEAR:
@@ -191,12 +211,15 @@ class ModelExplainer:
     def _output_kinds(self) -> list[str]:
         """What this model can be explained in, the default first."""
         if not self.is_classifier:
-            return ["value"]
+            return [] if self._trees_refused else ["value"]
         enumerable = len(self.features) <= MAX_FEATURES and hasattr(self.estimator, "predict_proba")
         if self.method == LINEAR:
             return ["probability", "log_odds"] if enumerable else ["log_odds"]
         if type(self.final).__name__ == "GradientBoostingClassifier":
-            return ["probability", "log_odds"] if enumerable else ["log_odds"]
+            native = [] if self._trees_refused else ["log_odds"]
+            return (["probability"] if enumerable else []) + native
+        if self._trees_refused:
+            return []
         return ["probability"]  # forests and trees: TreeSHAP explains the probability itself
 
     @property

@@ -10,9 +10,12 @@ prediction never waits for it and a new version never reuses an old one.
 
 from __future__ import annotations
 
+import logging
+import os
 import threading
 import time
 from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -26,6 +29,7 @@ from ..settings import Settings
 from ..store import ModelStore
 from . import ModelExplainer, RowExplanation, Unsupported
 
+log = logging.getLogger("predictor.explain")
 EXTENSION = "predictor.explain"
 OUTPUT_KINDS = ("probability", "log_odds", "value")
 VERSIONS_KEPT = 8  # explainers kept per worker (current + pinned versions of every model)
@@ -39,6 +43,7 @@ class Explanations:
         self.settings = settings
         self._cache: OrderedDict[tuple[str, str, str], ModelExplainer | Unsupported] = OrderedDict()
         self._lock = threading.Lock()
+        self._runner: ThreadPoolExecutor | None = None  # the niced explain thread (lazy)
 
     def explain(
         self, model: LoadedModel, rows: np.ndarray, output_kind: str | None = None
@@ -50,7 +55,7 @@ class Explanations:
         try:
             explainer = self.explainer(model)
             method = explainer.method
-            answers = explainer.explain(rows, output_kind)
+            answers = self._run(explainer.explain, rows, output_kind)
         except Unsupported as exc:
             metrics.EXPLAIN_REQUESTS.labels(model.name, method, "unsupported").inc()
             raise PredictorError(
@@ -68,6 +73,23 @@ class Explanations:
         metrics.EXPLAIN_REQUESTS.labels(model.name, method, "ok").inc()
         metrics.EXPLAIN_DURATION.labels(method).observe(time.perf_counter() - start)
         return answers
+
+    def _run(self, fn: Any, *args: Any) -> Any:
+        """Run ``fn`` in this worker's explain thread, niced by EXPLAIN_NICE: the request
+        still waits for it, but on contended cores the scheduler serves predictions (in this
+        and the other workers) first. One thread: a worker explains one request at a time."""
+        if self.settings.EXPLAIN_NICE == 0:
+            return fn(*args)
+        if self._runner is None:
+            with self._lock:
+                if self._runner is None:
+                    self._runner = ThreadPoolExecutor(
+                        1,
+                        "predictor-explain",
+                        initializer=_nice,
+                        initargs=(self.settings.EXPLAIN_NICE,),
+                    )
+        return self._runner.submit(fn, *args).result()
 
     def explainer(self, model: LoadedModel) -> ModelExplainer:
         """This version's explainer, built on first use; raises Unsupported (cached too)."""
@@ -111,6 +133,17 @@ class Explanations:
                 f"model {m.name} version {m.version}: its estimator cannot be loaded to explain "
                 f"({exc.reason}: {exc})",
             ) from exc
+
+
+def _nice(increment: int) -> None:
+    """Lower this thread's CPU priority (Linux: nice is per thread); never raise it."""
+    try:
+        tid = threading.get_native_id()
+        os.setpriority(
+            os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + increment)
+        )
+    except (OSError, AttributeError) as exc:  # not Linux, or refused: explain at full priority
+        log.warning("explain thread keeps its priority: %s", exc)
 
 
 def explanations(app: Flask) -> Explanations:
