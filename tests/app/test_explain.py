@@ -254,8 +254,9 @@ def test_an_output_kind_the_model_does_not_offer_is_a_400_naming_the_choices(
 def test_probability_space_past_its_budget_is_a_413_saying_how_many_rows_fit(client, monkeypatch):
     import service.explain as explain_package
 
-    # iris: 16 coalitions x 2 background rows = 32 model rows per explained row.
-    monkeypatch.setattr(explain_package, "MAX_EVALUATIONS", 64)
+    # iris: 16 coalitions x its background rows per explained row; a budget of two rows.
+    background = len(client.get("/v1/models/iris").get_json()["sample_input"])
+    monkeypatch.setattr(explain_package, "MAX_EVALUATIONS", 2 * 16 * background)
     response = client.post("/v1/models/iris:explain", json={"instances": IRIS_ROWS * 3})
     message = assert_json_error(response, 413, "too_many_rows")["error"]["message"]
     assert "at most 2 rows" in message and "log_odds" in message
