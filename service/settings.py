@@ -178,6 +178,13 @@ class Settings(BaseSettings):
     THREADS: int = Field(
         1, ge=1, description="Threads per gunicorn worker (gthread, which keeps connections alive)."
     )
+    EXPLAIN_NICE: int = Field(
+        10,
+        ge=0,
+        le=19,
+        description="Explanations run in one thread per worker at this nice value, so on busy "
+        "cores predictions get the CPU first (0 = in the request thread, same priority).",
+    )
     GRACEFUL_TIMEOUT: int = Field(
         20, ge=1, description="Seconds in-flight requests get to finish on shutdown."
     )
