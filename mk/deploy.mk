@@ -4,9 +4,9 @@
 #   make deploy-check     hadolint, compose config, kustomize + strict schema validation, cross-checks
 #   make compose-local    the compose stack on podman with local stand-in images (no registry)
 #   make compose-local-down
-#   make k8s-render OVERLAY=prod   print the rendered manifests
+#   make k8s-render OVERLAY=prod   print the rendered manifests (stderr: placeholders left)
 #
-# Variables: IMAGE, OVERLAY (dev|prod), PREDICTOR_HTTP_PORT / PROMETHEUS_PORT for compose-local.
+# Variables: IMAGE, OVERLAY (dev|prod|s3), PREDICTOR_HTTP_PORT / PROMETHEUS_PORT for compose-local.
 
 IMAGE ?= predictor-api:latest
 OVERLAY ?= dev
@@ -44,5 +44,6 @@ compose-local-logs:
 compose-local-down:
 	PYTHON=$(abspath $(PY)) compose/local-stack.sh down
 
+## Rendered manifests on stdout; a warning on stderr while site values are placeholders.
 k8s-render: $(VENV)/.deploy-installed
-	$(VENV)/bin/kubectl kustomize k8s/overlays/$(OVERLAY)
+	@$(PY) -m tools.k8s_render --kubectl $(VENV)/bin/kubectl k8s/overlays/$(OVERLAY)
