@@ -27,11 +27,11 @@ image:
 ## Offline checks of every deployment file (no containers, no cluster), ~15 s.
 deploy-check: $(VENV)/.deploy-installed
 	$(VENV)/bin/hadolint --failure-threshold warning Dockerfile
-	$(VENV)/bin/pytest -q tests/deploy/test_deploy_config.py tests/deploy/test_deploy_k8s.py
+	$(VENV)/bin/pytest -q tests/deploy/test_deploy_config.py tests/deploy/test_deploy_k8s.py tests/deploy/test_deploy_k8s_overlays.py tests/deploy/test_deploy_kserve.py
 
 ## The offline checks plus the real compose run on podman (a few minutes).
 deploy-test: install-test
-	$(VENV)/bin/pytest -q tests/deploy/test_deploy_config.py tests/deploy/test_deploy_k8s.py tests/deploy/test_deploy_compose.py
+	$(VENV)/bin/pytest -q tests/deploy/test_deploy_config.py tests/deploy/test_deploy_k8s.py tests/deploy/test_deploy_k8s_overlays.py tests/deploy/test_deploy_kserve.py tests/deploy/test_deploy_compose.py
 
 ## docker compose up on this machine: podman API, debootstrapped base, stand-in images.
 compose-local: $(VENV)/.deploy-installed
