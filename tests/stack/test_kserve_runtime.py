@@ -60,16 +60,18 @@ def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
     return env
 
 
-def _args(model_dir: Path, name: str, port: int) -> list[str]:
+def _args(model_dir: Path, name: str, port: int, grpc_port: int = 0) -> list[str]:
     return [
         PREDICTOR, "kserve", f"--model_name={name}", f"--model_dir={model_dir}",
-        f"--http_port={port}", "--grpc_port=0", "--host=127.0.0.1",
+        f"--http_port={port}", f"--grpc_port={grpc_port}", "--host=127.0.0.1",
     ]  # fmt: skip
 
 
-def _serve(tmp_path: Path, model_dir: Path, name: str, **env: str) -> tuple[Command, str]:
+def _serve(
+    tmp_path: Path, model_dir: Path, name: str, grpc_port: int = 0, **env: str
+) -> tuple[Command, str]:
     port = free_port()
-    server = Command(tmp_path / "run", "kserve", _args(model_dir, name, port))
+    server = Command(tmp_path / "run", "kserve", _args(model_dir, name, port, grpc_port))
     server.env = _env(tmp_path, **env)  # only the given settings, none of the caller's
     server.start()
     url = f"http://127.0.0.1:{port}"
@@ -79,6 +81,27 @@ def _serve(tmp_path: Path, model_dir: Path, name: str, **env: str) -> tuple[Comm
         server.kill()
         raise AssertionError(server.log_tail(40)) from None
     return server, url
+
+
+def _grpc_infer_matches(address: str, name: str, expected: list) -> None:
+    import tritonclient.grpc as grpcclient
+
+    client = grpcclient.InferenceServerClient(address)
+    try:
+        wait_until(lambda: _grpc_ready(client, name), 60, f"gRPC {address} ready")
+        tensor = grpcclient.InferInput("input-0", [len(ROWS), 4], "FP64")
+        tensor.set_data_from_numpy(np.array(ROWS, dtype=np.float64))
+        result = client.infer(name, [tensor], outputs=[grpcclient.InferRequestedOutput("predict")])
+        assert result.as_numpy("predict").tolist() == expected
+    finally:
+        client.close()
+
+
+def _grpc_ready(client, name: str) -> bool:  # noqa: ANN001 - tritonclient's client
+    try:
+        return client.is_model_ready(name)
+    except Exception:  # noqa: BLE001 - not listening yet
+        return False
 
 
 def _refused(tmp_path: Path, model_dir: Path, **env: str) -> subprocess.CompletedProcess:
@@ -94,7 +117,8 @@ def test_a_skops_model_directory_serves_under_the_inference_service_name(tmp_pat
     model_dir = tmp_path / "mnt-models"
     model_dir.mkdir()
     sio.dump(model, model_dir / "model.skops")
-    server, url = _serve(tmp_path, model_dir, "sklearn-iris")
+    grpc_port = free_port()
+    server, url = _serve(tmp_path, model_dir, "sklearn-iris", grpc_port=grpc_port)
     try:
         expected = model.predict(np.array(ROWS)).tolist()
         # KServe V1, as KServe's own sklearn server is called.
@@ -109,6 +133,8 @@ def test_a_skops_model_directory_serves_under_the_inference_service_name(tmp_pat
         assert r.status_code == 200, r.text
         assert r.json()["outputs"][0]["data"] == expected
         assert requests.get(f"{url}/v2/models/sklearn-iris/ready").status_code == 200
+        # grpc-v2: a stock tritonclient.grpc on --grpc_port.
+        _grpc_infer_matches(f"127.0.0.1:{grpc_port}", "sklearn-iris", expected)
         # The default model of the seed route is the InferenceService's too.
         r = requests.post(f"{url}/predict", json={"input": ROWS[0]})
         assert r.json()["model"] == "sklearn-iris"
