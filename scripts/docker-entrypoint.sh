@@ -13,9 +13,6 @@
 # `docker compose --profile s3 up`), the store is that bucket instead of /models; the
 # bucket is created and the demo models trained into it when it holds none.
 set -eu
-# The CLI below imports the metrics too (multiprocess mode): their directory must exist
-# (gunicorn's config wipes it again before the workers start).
-[ -z "${PROMETHEUS_MULTIPROC_DIR:-}" ] || mkdir -p "$PROMETHEUS_MULTIPROC_DIR"
 if [ -n "${COMPOSE_S3_STORE:-}" ] && [ -n "${COMPOSE_S3_ENDPOINT:-}" ]; then
   s3_host=${COMPOSE_S3_ENDPOINT#*://}
   s3_host=${s3_host%%[:/]*}
