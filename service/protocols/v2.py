@@ -8,6 +8,7 @@ included). Outputs are named as MLServer's scikit-learn runtime names them:
 classifiers, e.g. INT64 0/1/2 for iris, whose names the model metadata lists under
 ``parameters.labels``), and ``predict_proba`` the class probabilities. Without
 ``outputs`` in the request only ``predict`` is returned, as MLServer does.
+``explanation`` (protocols/v2_explain.py) adds per-feature contributions.
 """
 
 from __future__ import annotations
@@ -16,11 +17,12 @@ from typing import Any
 
 import numpy as np
 import orjson
-from flask import Blueprint, Response, request
+from flask import Blueprint, Response, current_app, request
 
 from .. import auth
 from ..dataplane import DataPlane, ModelReadiness
 from ..errors import bad_input
+from ..explain.plane import explanations
 from ..http import json_response, prediction_headers, read_body
 from ..manifest import Manifest
 from ..models.loading import LoadedModel
@@ -28,6 +30,7 @@ from ..state import plane
 from ..statistics import Duration, ModelStatistics
 from . import schemas
 from .openapi import BODY_ERRORS, INFER_HEADER, JSON, operation
+from .v2_explain import EXPLANATION, explanation_tensor
 from .v2_tensors import (
     RequestedOutput,
     decode_request,
@@ -51,11 +54,17 @@ INFER = {
         "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
     },
     "body": schemas.InferRequest,
-    "errors": BODY_ERRORS,
+    "errors": {
+        **BODY_ERRORS,
+        501: "The `explanation` output was asked of a model with no exact explainer; "
+        "the message says why.",
+    },
     "parameters": (INFER_HEADER,),
     "description": "With binary outputs the body is JSON + raw bytes and the "
-    "Inference-Header-Content-Length header gives the JSON length.",
-    "models": (schemas.InferResponse,),
+    "Inference-Header-Content-Length header gives the JSON length. The optional output "
+    "`explanation` is a BYTES tensor [N]: element i is row i's explanation as a JSON "
+    "object (schema V2Explanation; docs/explain.md).",
+    "models": (schemas.InferResponse, schemas.V2Explanation),
 }
 
 
@@ -297,7 +306,9 @@ def _infer(name: str, version: str | None) -> Response:
 
     outputs, blobs = [], []
     for out in wanted.values():
-        if out.name == PREDICT:
+        if out.name == EXPLANATION:
+            datatype, array = explanation_tensor(explanations(current_app), model, rows, out)
+        elif out.name == PREDICT:
             datatype = _predict_datatype(model.manifest)
             array = np.asarray(result.raw, dtype=object if datatype == "BYTES" else None)
         elif result.proba is not None:
@@ -328,7 +339,7 @@ def _outputs_wanted(
     model: LoadedModel, requested: list[RequestedOutput]
 ) -> dict[str, RequestedOutput]:
     has_proba = model.is_classifier and model.runtime.has_proba
-    available = [PREDICT, PREDICT_PROBA] if has_proba else [PREDICT]
+    available = [PREDICT, PREDICT_PROBA, EXPLANATION] if has_proba else [PREDICT, EXPLANATION]
     if not requested:
         return {PREDICT: RequestedOutput(PREDICT, None)}
     wanted: dict[str, RequestedOutput] = {}

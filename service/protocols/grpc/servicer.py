@@ -20,8 +20,10 @@ from ... import metrics
 from ...auth import ApiKeys
 from ...dataplane import DataPlane
 from ...errors import PredictorError
+from ...explain.plane import Explanations
 from ..v2 import PREDICT, PREDICT_PROBA, _metadata, _outputs_wanted
 from ..v2 import _predict_datatype as predict_datatype
+from ..v2_explain import EXPLANATION, explanation_tensor
 from ..v2_tensors import tensors_to_rows
 from . import inference_pb2 as pb
 from . import inference_pb2_grpc as pb_grpc
@@ -39,6 +41,7 @@ STATUS_CODES = {
     413: grpc.StatusCode.INVALID_ARGUMENT,
     415: grpc.StatusCode.INVALID_ARGUMENT,
     422: grpc.StatusCode.INVALID_ARGUMENT,
+    501: grpc.StatusCode.UNIMPLEMENTED,
     503: grpc.StatusCode.UNAVAILABLE,
 }
 
@@ -70,6 +73,8 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     def __init__(self, st: DataPlane, api_keys: ApiKeys | None) -> None:
         self.st = st
         self.api_keys = api_keys
+        # This process's explainer cache (estimators load on the first explanation).
+        self.explanations = Explanations(st.store, st.settings)
 
     # --- health and metadata (public, as on REST) ---------------------------
     def ServerLive(self, request: pb.ServerLiveRequest, context: Any) -> pb.ServerLiveResponse:  # noqa: N802
@@ -132,7 +137,9 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             response.id = request.id
         raw = bool(request.raw_input_contents)
         for out in wanted.values():
-            if out.name == PREDICT:
+            if out.name == EXPLANATION:
+                datatype, array = explanation_tensor(self.explanations, model, rows, out)
+            elif out.name == PREDICT:
                 datatype = predict_datatype(model.manifest)
                 array = np.asarray(result.raw, dtype=object if datatype == "BYTES" else None)
             else:
