@@ -7,6 +7,8 @@
 #   localhost/predictor-ci/nginx:1.22        laid out like the official nginx image
 #   localhost/predictor-ci/redis:7.0         laid out like the official redis image
 #   localhost/predictor-ci/prometheus:2.42   laid out like prom/prometheus
+#   localhost/predictor-ci/seaweedfs:4.48    like chrislusf/seaweedfs (only with `s3`:
+#                                            the compose s3 profile; never by default)
 #
 # Each image is built only when it is missing or its build files changed (a
 # content-hash label), so a rerun costs a few `podman image inspect` calls.
@@ -14,7 +16,7 @@
 # was made from) under $PREDICTOR_IMAGE_CACHE, so even a wiped podman storage
 # is restored in seconds.
 #
-# Usage: compose/local-images.sh [base|standins|all]   (default: all)
+# Usage: compose/local-images.sh [base|standins|all|s3]   (default: all; s3 = base + SeaweedFS)
 # Needs: root, podman, debootstrap (deps/apt-deploy.txt); CONTAINERS_CONF is
 # set to compose/containers.conf unless already set.
 set -euo pipefail
@@ -127,5 +129,6 @@ case "${1:-all}" in
   base) build_base ;;
   standins) build_standins ;;
   all) build_base; build_standins ;;
-  *) echo "usage: $0 [base|standins|all]" >&2; exit 2 ;;
+  s3) build_base; build_standin seaweedfs localhost/predictor-ci/seaweedfs:4.48 ;;
+  *) echo "usage: $0 [base|standins|all|s3]" >&2; exit 2 ;;
 esac

@@ -4,9 +4,9 @@
 #   make deploy-check     hadolint, compose config, kustomize + strict schema validation, cross-checks
 #   make compose-local    the compose stack on podman with local stand-in images (no registry)
 #   make compose-local-down
-#   make k8s-render OVERLAY=prod   print the rendered manifests
+#   make k8s-render OVERLAY=prod   print the rendered manifests (stderr: placeholders left)
 #
-# Variables: IMAGE, OVERLAY (dev|prod), PREDICTOR_HTTP_PORT / PROMETHEUS_PORT for compose-local.
+# Variables: IMAGE, OVERLAY (dev|prod|s3), PREDICTOR_HTTP_PORT / PROMETHEUS_PORT for compose-local.
 
 IMAGE ?= predictor-api:latest
 OVERLAY ?= dev
@@ -27,11 +27,11 @@ image:
 ## Offline checks of every deployment file (no containers, no cluster), ~15 s.
 deploy-check: $(VENV)/.deploy-installed
 	$(VENV)/bin/hadolint --failure-threshold warning Dockerfile
-	$(VENV)/bin/pytest -q tests/deploy/test_deploy_config.py tests/deploy/test_deploy_k8s.py
+	$(VENV)/bin/pytest -q tests/deploy/test_deploy_config.py tests/deploy/test_deploy_k8s.py tests/deploy/test_deploy_k8s_overlays.py tests/deploy/test_deploy_kserve.py
 
 ## The offline checks plus the real compose run on podman (a few minutes).
 deploy-test: install-test
-	$(VENV)/bin/pytest -q tests/deploy/test_deploy_config.py tests/deploy/test_deploy_k8s.py tests/deploy/test_deploy_compose.py
+	$(VENV)/bin/pytest -q tests/deploy/test_deploy_config.py tests/deploy/test_deploy_k8s.py tests/deploy/test_deploy_k8s_overlays.py tests/deploy/test_deploy_kserve.py tests/deploy/test_deploy_compose.py
 
 ## docker compose up on this machine: podman API, debootstrapped base, stand-in images.
 compose-local: $(VENV)/.deploy-installed
@@ -44,5 +44,6 @@ compose-local-logs:
 compose-local-down:
 	PYTHON=$(abspath $(PY)) compose/local-stack.sh down
 
+## Rendered manifests on stdout; a warning on stderr while site values are placeholders.
 k8s-render: $(VENV)/.deploy-installed
-	$(VENV)/bin/kubectl kustomize k8s/overlays/$(OVERLAY)
+	@$(PY) -m tools.k8s_render --kubectl $(VENV)/bin/kubectl k8s/overlays/$(OVERLAY)

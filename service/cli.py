@@ -163,6 +163,36 @@ def _parser() -> argparse.ArgumentParser:
         help="key file (default: $PREDICTOR_SIGNING_KEY_FILE or ~/.config/predictor/signing.key)",
     )
 
+    p = command(
+        "kserve",
+        _kserve,
+        "KServe serving runtime: publish the model file of --model_dir (no manifest) into a "
+        "local store through the verifying path, then serve it as --model_name with gunicorn",
+    )
+    # KServe's own argument names (its sklearn server and model_server take the same).
+    p.add_argument("--model_name", required=True, help="the InferenceService's name")
+    p.add_argument(
+        "--model_dir", type=Path, default=Path("/mnt/models"), help="default /mnt/models"
+    )
+    p.add_argument("--http_port", type=int, default=8080, help="HTTP port (default 8080)")
+    p.add_argument(
+        "--grpc_port", type=int, default=9000, help="gRPC (Open Inference Protocol) port; 0 = off"
+    )
+    p.add_argument("--workers", type=int, help="gunicorn workers (default $PREDICTOR_WORKERS)")
+    p.add_argument("--host", default="0.0.0.0", help="address to listen on (default 0.0.0.0)")
+    p.add_argument(
+        "--trust",
+        action="append",
+        default=[],
+        metavar="TYPE",
+        help="a skops type outside the allow-list that you vouch for (repeat for each)",
+    )
+    p.add_argument(
+        "--allow-version-mismatch",
+        action="store_true",
+        help="serve a model saved with another scikit-learn major.minor than this one",
+    )
+
     p = command("serve", _serve, "serve the store with gunicorn (settings from PREDICTOR_*)")
     p.add_argument("--bind", help="address to listen on (default $PREDICTOR_BIND)")
     p.add_argument("--workers", type=int, help="worker processes (default: CPU count)")
@@ -437,6 +467,60 @@ def _serve(args: argparse.Namespace) -> int:
         os.environ["PREDICTOR_MODEL_STORE"] = str(args.store)
     if args.bind:
         os.environ["PREDICTOR_BIND"] = args.bind
+    if args.workers:
+        os.environ["PREDICTOR_WORKERS"] = str(args.workers)
+    gunicorn = Path(sys.executable).with_name("gunicorn")
+    command = [str(gunicorn), "-c", "python:service.gunicorn_conf", "service.wsgi:app"]
+    os.execv(command[0], command)
+    return 0  # pragma: no cover - execv does not return
+
+
+def _kserve(args: argparse.Namespace) -> int:
+    import tempfile
+
+    from .kserve_import import ImportRefused, import_model_dir
+    from .secret_files import create_secret_file, default_signing_key_file
+
+    # The pod's own store: --store, else a directory of its own under the temp directory.
+    store = Path(args.store or Path(tempfile.gettempdir()) / "predictor-kserve" / "store")
+    settings = Settings(MODEL_STORE=store)
+    if settings.SIGNING_KEY is None or not settings.SIGNING_KEY.get_secret_value():
+        # No mounted key: this pod signs its own import with a key it makes now, so the
+        # workers verify exactly the files the import checked.
+        key_file = Path(settings.SIGNING_KEY_FILE or default_signing_key_file())
+        if not key_file.exists():
+            try:
+                create_secret_file(key_file)
+            except OSError:
+                key_file = store.parent / "signing.key"
+                create_secret_file(key_file)
+            print(f"predictor kserve: created the signing key {key_file}", file=sys.stderr)
+        os.environ["PREDICTOR_SIGNING_KEY_FILE"] = str(key_file)
+        settings = Settings(MODEL_STORE=store)
+    try:
+        manifest = import_model_dir(
+            args.model_dir,
+            args.model_name,
+            store,
+            signing_key=settings.publishing_key(),
+            allow_unsigned_pickle=settings.ALLOW_UNSIGNED_PICKLE,
+            trust=args.trust,
+            allow_version_mismatch=args.allow_version_mismatch,
+        )
+    except ImportRefused as exc:
+        raise CliError(str(exc)) from exc
+    print(
+        f"predictor kserve: serving {args.model_dir} as {manifest.name} version "
+        f"{manifest.version} ({manifest.estimator}, {len(manifest.features)} features) on "
+        f"{args.host}:{args.http_port}",
+        file=sys.stderr,
+    )
+    os.environ.update(
+        PREDICTOR_MODEL_STORE=str(store),
+        PREDICTOR_DEFAULT_MODEL=manifest.name,
+        PREDICTOR_BIND=f"{args.host}:{args.http_port}",
+        PREDICTOR_GRPC_BIND=f"{args.host}:{args.grpc_port}" if args.grpc_port else "",
+    )
     if args.workers:
         os.environ["PREDICTOR_WORKERS"] = str(args.workers)
     gunicorn = Path(sys.executable).with_name("gunicorn")

@@ -172,8 +172,10 @@ def test_dockerignore_keeps_the_context_small() -> None:
         ((COMPOSE_FILE,), ()),
         ((COMPOSE_FILE,), ("--profile", "load")),
         ((COMPOSE_FILE, LOCAL_OVERRIDE), ()),
+        ((COMPOSE_FILE,), ("--profile", "s3")),
+        ((COMPOSE_FILE, LOCAL_OVERRIDE), ("--profile", "s3")),
     ],
-    ids=["default", "load-profile", "local-override"],
+    ids=["default", "load-profile", "local-override", "s3-profile", "s3-local"],
 )
 def test_compose_config_is_valid(files: tuple[Path, ...], extra: tuple[str, ...]) -> None:
     proc = run_compose(*extra, "config", "-q", files=files)
@@ -190,8 +192,11 @@ def test_compose_config_rejects_an_unknown_key(tmp_path: Path) -> None:
 
 def test_compose_services_and_profiles() -> None:
     services = resolved()["services"]
-    assert set(services) == {"secrets", "nginx", "api", "redis", "prometheus", "grafana", "load"}
+    assert set(services) == {
+        "secrets", "nginx", "api", "redis", "prometheus", "grafana", "load", "s3"
+    }  # fmt: skip
     assert services["load"]["profiles"] == ["load"]
+    assert services["s3"]["profiles"] == ["s3"]
     assert "container_name" not in services["api"], "a fixed name cannot be scaled"
     assert not any(p.get("published") for p in services["api"].get("ports", [])), (
         "replicas cannot share a host port: only nginx publishes"
