@@ -223,7 +223,7 @@ def build_store(root: Path, marker: Path) -> None:
 
     from service.manifest import Feature, Manifest
     from service.publish import publish_estimator
-    from service.signing import file_sha256, sign
+    from service.signing import file_sha256, sign, version_files
     from service.store import ModelStore
 
     key = SIGNING_KEY.encode()
@@ -244,6 +244,8 @@ def build_store(root: Path, marker: Path) -> None:
         return directory, Manifest.read(directory)
 
     def resign(directory: Path, manifest: Manifest) -> None:
+        # As a publisher would: the files' digests as they are now, then the signature.
+        manifest.files = version_files(directory)
         manifest.signature = sign(key, manifest.signed_fields())
         manifest.write(directory)
 
@@ -270,7 +272,7 @@ def build_store(root: Path, marker: Path) -> None:
         update={
             "version": "pickle", "format": "joblib", "artifact": "model.joblib",
             "sha256": file_sha256(directory / "model.joblib"), "signature": None,
-            "trusted_types": [], "compiled": None,
+            "trusted_types": [], "compiled": None, "files": version_files(directory),
         }
     ).write(directory)  # fmt: skip
 
@@ -1030,10 +1032,12 @@ class Chaos:
                     for p in self.pods
                 )
 
-            done = poll(refused, 20, f"every worker refuses {version} ({expected})", 0.1)
-            row.recover_s, row.recover_what = done - started, "all 4 workers refused"
-            predictor_cli("promote", MODEL, GOOD, "--store", store, redis_url=self.redis.url)
-            shutil.rmtree(planted)
+            try:
+                done = poll(refused, 20, f"every worker refuses {version} ({expected})", 0.1)
+                row.recover_s, row.recover_what = done - started, "all 4 workers refused"
+            finally:  # a failed row must not leave the bad version current for the next rows
+                predictor_cli("promote", MODEL, GOOD, "--store", store, redis_url=self.redis.url)
+                shutil.rmtree(planted)
             logged = [
                 p.name for p in self.pods
                 if f"version {version} refused ({expected}" not in p.log_file.read_text()
