@@ -323,9 +323,14 @@ def predictor_cli(*args: str, redis_url: str | None = None) -> float:
     env["PREDICTOR_SIGNING_KEY"] = SIGNING_KEY  # the key the store is signed with (build_store)
     if redis_url:
         env["PREDICTOR_REDIS_URL"] = redis_url
-    result = subprocess.run(
-        [str(PREDICTOR), *args], capture_output=True, text=True, timeout=60, env=env
-    )
+    try:
+        # The CLI imports scikit-learn: a minute or more on a busy 2-core machine. The limit
+        # only stops a hang; the scenario's checks wait for the workers, not for the CLI.
+        result = subprocess.run(
+            [str(PREDICTOR), *args], capture_output=True, text=True, timeout=300, env=env
+        )
+    except subprocess.TimeoutExpired:
+        raise StackError(f"predictor {' '.join(args)} did not return within 300 s") from None
     if result.returncode != 0:
         raise StackError(f"predictor {' '.join(args)} failed: {result.stderr}")
     return time.time()
@@ -458,6 +463,16 @@ def start_all(servers: Servers, *pods: Gunicorn) -> tuple[Gunicorn, ...]:
     return pods
 
 
+def redis_pod_under_load(
+    s: Servers, cfg: Config, template: Path, run: Path
+) -> tuple[RedisServer, Gunicorn, Load]:
+    """Redis, one pod announcing over it (its own copy of the store), Locust on the pod."""
+    redis = s.add(RedisServer(run).start())
+    store = copy_store(template, run / "models")
+    api = s.add(pod(cfg, run, store, "pod", redis_url=redis.url).start())
+    return redis, api, s.add(Load(api.url, run / "load", cfg, cfg.seconds + 120).start())
+
+
 # --------------------------------------------------------------------------
 # scenarios
 # --------------------------------------------------------------------------
@@ -466,11 +481,8 @@ def start_all(servers: Servers, *pods: Gunicorn) -> tuple[Gunicorn, ...]:
 def scenario_promotion(cfg: Config, template: Path, run: Path) -> Row:
     s = Servers()
     try:
-        redis = s.add(RedisServer(run).start())
-        store_dir = copy_store(template, run / "models")
-        api = s.add(pod(cfg, run, store_dir, "pod", redis_url=redis.url).start())
+        redis, api, load = redis_pod_under_load(s, cfg, template, run)
         store = str(api.store)
-        load = s.add(Load(api.url, run / "load", cfg, cfg.seconds + 120).start())
         load.at(0.3)
         t_promote = time.time()
         promoted = predictor_cli("promote", MODEL, NEW, "--store", store, redis_url=redis.url)
@@ -709,11 +721,8 @@ def scenario_canary(cfg: Config, template: Path, run: Path) -> Row:
     """Canary start (30%), change of share (70%), off, start again (50%), promote."""
     s = Servers()
     try:
-        redis = s.add(RedisServer(run).start())
-        store_dir = copy_store(template, run / "models")
-        api = s.add(pod(cfg, run, store_dir, "pod", redis_url=redis.url).start())
+        redis, api, load = redis_pod_under_load(s, cfg, template, run)
         store = str(api.store)
-        load = s.add(Load(api.url, run / "load", cfg, cfg.seconds + 120).start())
         marks: dict[str, float] = {}
         hold = max(2.0, cfg.seconds * 0.1)  # each share serves this long before the next step
 

@@ -32,6 +32,24 @@ ZERO_DOWNTIME_BAD_VERSIONS: dict[str, tuple[str, str | None]] = {
     "5": ("truncated artifact, digest and signature redone", None),
 }
 
+# --- tools/chaos.py ----------------------------------------------------------------------
+CHAOS_SIGNING_KEY = "chaos-signing-key-for-the-fault-table"  # 32+ bytes: the minimum
+# Bad versions promoted under load: (what it is, the refusal reason every worker must give).
+CHAOS_BAD_VERSIONS: dict[str, tuple[str, str]] = {
+    "corrupt": ("a corrupt artifact (cut short; digest and signature redone)", "corrupt_artifact"),
+    "tampered": ("a digest mismatch (a byte flipped after publishing)", "digest_mismatch"),
+    "pickle": ("an unsigned pickle that runs a command when loaded", "unsigned"),
+    "skops-os-system": ("a signed skops file holding posix.system", "untrusted_types"),
+}
+# What the store-writer row drops into the store (tools/attacks.py builds each one), with
+# the refusal reason every worker must give. Each payload writes a marker if its code runs.
+STORE_WRITER_VERSIONS: dict[str, tuple[str, str]] = {
+    "sw-timeit": ("the timeit skops model, unsigned", "unsigned"),
+    "sw-timeit-signed": ("the timeit skops model, signed with the real key", "untrusted_types"),
+    "sw-manifest": ("a signed v1 whose manifest then had its labels swapped", "bad_signature"),
+    "sw-replay": ("v1's signed files copied under a new version", "bad_signature"),
+}
+
 
 # --- the markdown tables ---------------------------------------------------------------
 
