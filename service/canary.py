@@ -17,12 +17,9 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import random
-import tempfile
 import time
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import metrics
@@ -58,13 +55,11 @@ class CanaryState:
 # --- the state in the store --------------------------------------------------
 def read_state(store: Any, name: str) -> CanaryState | None:
     """The canary of ``name`` (None when there is none or the file is unreadable)."""
-    if hasattr(store, "read_text"):  # the S3 store: an object beside `current`
+    try:  # a file, or an object beside `current` on S3
         text = store.read_text(name, CANARY_FILE)
-    else:
-        try:
-            text = (Path(store.root) / name / CANARY_FILE).read_text()
-        except (FileNotFoundError, NotADirectoryError):
-            return None
+    except PredictorError as exc:  # a FIFO, a symlink out of the store, bad UTF-8
+        log.error("canary state of %s is unreadable (%s); no canary", name, exc)
+        return None
     if not text or not text.strip():
         return None
     try:
@@ -77,23 +72,7 @@ def read_state(store: Any, name: str) -> CanaryState | None:
 def write_state(store: Any, name: str, state: CanaryState | None) -> None:
     """Write (or remove, with None) the canary of ``name``, atomically."""
     text = state.to_json() if state is not None else None
-    if hasattr(store, "write_text"):
-        store.write_text(name, CANARY_FILE, text)
-        return
-    path = Path(store.root) / name / CANARY_FILE
-    if text is None:
-        path.unlink(missing_ok=True)
-        return
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-canary-", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    store.write_text(name, CANARY_FILE, text)
 
 
 def start(

@@ -126,6 +126,26 @@ class ModelStore:
             return exc
         return None
 
+    def read_text(self, name: str, leaf: str) -> str | None:
+        """A small file beside ``current`` (None when absent); the S3 store has the same call.
+
+        Read like a pointer (never blocks on a FIFO, never leaves the store, bounded), so
+        a broken file is StoreEntryBroken, which a caller may treat as absent."""
+        path = self.root / check_name("model", name) / leaf
+        try:
+            data = self._read(path, POINTER_MAX_BYTES, "bad_entry")
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        return _decode(data, f"{name}/{leaf}", "bad_entry")
+
+    def write_text(self, name: str, leaf: str, text: str | None) -> None:
+        """Write atomically (or delete, with None) a small file beside ``current``."""
+        path = self.root / check_name("model", name) / leaf
+        if text is None:
+            path.unlink(missing_ok=True)
+        else:
+            _atomic_write(path, text)
+
     def verified(self, name: str) -> str | None:
         """The last-known-good version (written when a worker first served it), if usable."""
         try:

@@ -163,3 +163,25 @@ def test_a_canary_that_fails_verification_is_refused_before_any_worker_sees_it(s
     assert state(app).registry.canary.active("iris") is None
     with app.test_client() as client:
         assert answered_by(client, 20) == Counter({"1": 20})
+
+
+@pytest.mark.parametrize("plant", ["fifo", "symlink out of the store", "bad utf-8"])
+def test_a_broken_canary_file_means_no_canary_and_never_blocks(store_dir, tmp_path, plant):
+    """A store writer's FIFO, symlink or garbage in place of the canary state: no canary."""
+    store = ModelStore(store_dir)
+    add_version(store)
+    canary.write_state(store, "iris", canary.CanaryState("2", 50.0))
+    path = store_dir / "iris" / canary.CANARY_FILE
+    path.unlink()
+    if plant == "fifo":
+        os.mkfifo(path)  # a plain open() would block here for ever
+    elif plant == "bad utf-8":
+        path.write_bytes(b'{"version": "2", "percent": 50\xff}')
+    else:
+        (tmp_path / "outside").write_text('{"version": "2", "percent": 50}')
+        path.symlink_to(tmp_path / "outside")
+    assert canary.read_state(store, "iris") is None
+    client = create_app(Settings(MODEL_STORE=store_dir)).test_client()
+    assert set(answered_by(client, 20)) == {"1"}
+    canary.write_state(store, "iris", None)  # the operator's --off removes whatever is there
+    assert not os.path.lexists(path)
