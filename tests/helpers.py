@@ -5,10 +5,13 @@ re-exports the constants, so ``from tests.conftest import IRIS_ROW`` keeps worki
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import io
 import json
 import os
 import pickle
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +36,7 @@ __all__ = [
     "onehot_pipeline",
     "parse_samples",
     "plant_pickle_bomb",
+    "run_cli",
     "scrape",
     "total",
     "with_gaps",
@@ -100,6 +104,35 @@ def total(samples: Samples, name: str, **labels: str) -> float:
     """Sum of the samples of ``name`` whose labels include ``labels``."""
     wanted = set(labels.items())
     return sum(v for (n, ls), v in samples.items() if n == name and wanted <= ls)
+
+
+# --- the CLI ----------------------------------------------------------------------------
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """``predictor ARGS`` run in this process, answered as ``subprocess.run`` would: the
+    exit status, stdout and stderr. The environment's PREDICTOR_* settings are set aside
+    (only ``env``'s count), as for a fresh command. A new interpreter importing
+    scikit-learn costs 15-60 s per call on a busy 2-core machine; tests/unit/test_cli.py
+    runs the installed command itself."""
+    from service import cli
+
+    out, err = io.StringIO(), io.StringIO()
+    saved = {k: v for k, v in os.environ.items() if k.startswith("PREDICTOR_")}
+    try:
+        for k in saved:
+            del os.environ[k]
+        os.environ.update(env or {})
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                code = cli.main(list(args))
+            except SystemExit as exc:  # argparse's usage errors
+                code = exc.code if isinstance(exc.code, int) else 1
+    finally:
+        for k in [k for k in os.environ if k.startswith("PREDICTOR_")]:
+            del os.environ[k]
+        os.environ.update(saved)
+    return subprocess.CompletedProcess(["predictor", *args], code, out.getvalue(), err.getvalue())
 
 
 # --- a user's model: a DataFrame Pipeline with string and numeric columns, gaps -------
