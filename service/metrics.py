@@ -21,6 +21,11 @@ from prometheus_client import (
 from prometheus_client import multiprocess as _mp
 
 MULTIPROCESS = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
+if MULTIPROCESS:
+    # A label-less metric opens its file in the directory at import: a process that
+    # imports this module before gunicorn's config creates it (the image's entrypoint
+    # runs `predictor signing-key init` first) would otherwise die on FileNotFoundError.
+    os.makedirs(os.environ["PROMETHEUS_MULTIPROC_DIR"], exist_ok=True)
 
 # Latency buckets tuned for a service whose whole request takes ~0.2–20 ms.
 LATENCY_BUCKETS = (

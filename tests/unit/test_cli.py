@@ -120,3 +120,20 @@ def test_the_installed_command_exits_1_with_one_line(store_dir):
     (line,) = result.stderr.strip().splitlines()
     assert line.startswith("predictor promote: error: model 'nope' not found"), line
     assert (store_dir / "iris" / "current").read_text().strip() == "1"
+
+
+def test_cli_starts_before_the_metrics_directory_exists(tmp_path):
+    """The image's entrypoint runs `predictor signing-key init` with gunicorn's
+    PROMETHEUS_MULTIPROC_DIR set but not yet created; the CLI must still run."""
+    metrics_dir = tmp_path / "shm" / "predictor-metrics"
+    key = tmp_path / "keys" / "signing.key"
+    env = {
+        "PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "XDG_CONFIG_HOME": str(tmp_path / "cfg"),
+        "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir), "PREDICTOR_SIGNING_KEY_FILE": str(key),
+    }  # fmt: skip
+    proc = subprocess.run(
+        [PREDICTOR, "signing-key", "init"], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("created"), proc.stdout
+    assert key.stat().st_size > 0
