@@ -20,9 +20,7 @@ PARAMS = {"name": "iris", "version": "1"}
 
 @pytest.fixture(scope="module")
 def app(demo_store) -> Flask:
-    settings = Settings(
-        MODEL_STORE=demo_store, API_KEYS=f"t:{hash_key(KEY)}", ADMIN_TOKEN=TOKEN
-    )
+    settings = Settings(MODEL_STORE=demo_store, API_KEYS=f"t:{hash_key(KEY)}", ADMIN_TOKEN=TOKEN)
     return create_app(settings)
 
 

@@ -17,9 +17,7 @@ KEY = "k-shape-0123456789"
 
 @pytest.fixture(scope="module")
 def client(demo_store):
-    settings = Settings(
-        MODEL_STORE=demo_store, API_KEYS=f"k:{hash_key(KEY)}", MAX_BODY_BYTES=2048
-    )
+    settings = Settings(MODEL_STORE=demo_store, API_KEYS=f"k:{hash_key(KEY)}", MAX_BODY_BYTES=2048)
     with create_app(settings).test_client() as c:
         yield c
 

@@ -492,9 +492,7 @@ TOKEN = "s3cret-admin-token-0123456789abcdef"  # 32+ bytes: shorter tokens stop 
     ids=["not configured", "no header", "wrong scheme", "wrong token", "right token"],
 )
 def test_repository_auth(demo_store, token, headers, status, words):
-    app = create_app(
-        Settings(MODEL_STORE=demo_store, ADMIN_TOKEN=token), load_models=False
-    )
+    app = create_app(Settings(MODEL_STORE=demo_store, ADMIN_TOKEN=token), load_models=False)
     with app.test_client() as c:
         for url in (
             "/v2/repository/index",
