@@ -3,6 +3,8 @@
 #   make load          Locust, headless, against the local stack (make stack), SLO-gated
 #   make bench         our stack vs the seed app vs MLServer, printed as a markdown table
 #   make bench-quick   the same, 1 round of 3 s per case (smoke)
+#   make bench-explain predict p99 alone vs beside concurrent explains (also part of bench)
+#   make bench-treeshap shap's TreeSHAP against our own implementation (exactness, µs/row)
 #   make profile       py-spy flame graph of our gunicorn workers under wrk load
 #
 # Variables: LOAD_HOST, LOAD_USERS, LOAD_SPAWN_RATE, LOAD_TIME, LOAD_P99_MS, LOAD_ARGS,
@@ -23,7 +25,7 @@ LOAD_P99_MS ?= 100
 LOAD_ARGS ?=
 BENCH_ARGS ?=
 
-.PHONY: load bench bench-quick mlserver-venv load-deps profile
+.PHONY: load bench bench-quick bench-explain bench-treeshap mlserver-venv load-deps profile
 
 $(VENV)/.load-installed: deps/pip-load.txt | $(VENV)/.installed
 	$(PY) -m pip install -q -r deps/pip-load.txt
@@ -55,6 +57,15 @@ load: load-deps
 ## Every server in turn, interleaved, same wrk load and bodies; table in loadtests/results/.
 bench: install load-deps mlserver-venv
 	$(PY) loadtests/bench.py $(BENCH_ARGS)
+	$(PY) loadtests/explain_interference.py
+
+## Does explaining slow predictions? p99 of :predict alone and beside :explain, per EXPLAIN_NICE.
+bench-explain: install
+	$(PY) loadtests/explain_interference.py $(EXPLAIN_BENCH_ARGS)
+
+## shap's TreeExplainer vs loadtests/own_treeshap.py: max abs difference and µs per row.
+bench-treeshap: install
+	$(PY) loadtests/explain_bench.py
 
 bench-quick: install load-deps mlserver-venv
 	$(PY) loadtests/bench.py --quick $(BENCH_ARGS)

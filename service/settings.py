@@ -176,6 +176,13 @@ class Settings(BaseSettings):
     BIND: str = Field("127.0.0.1:8000", description="Address gunicorn listens on.")
     WORKERS: int | None = Field(None, ge=1, description="Gunicorn workers; default = CPU count.")
     THREADS: int = Field(1, ge=1, description="Threads per worker (gthread when above 1).")
+    EXPLAIN_NICE: int = Field(
+        10,
+        ge=0,
+        le=19,
+        description="Explanations run in one thread per worker at this nice value, so on busy "
+        "cores predictions get the CPU first (0 = in the request thread, same priority).",
+    )
     GRACEFUL_TIMEOUT: int = Field(
         20, ge=1, description="Seconds in-flight requests get to finish on shutdown."
     )

@@ -4,7 +4,9 @@ Same body as ``:predict`` (``{"instances": [...]}``, rows ordered or named);
 same access (an API key when keys are configured). The answer per row:
 ``prediction``, ``output`` (the number explained), ``output_kind``,
 ``base_value``, ``contributions`` (one per feature, in the order of
-``features``) and ``method``; docs/explain.md has the details.
+``features``) and ``method``; docs/explain.md has the details. An optional
+``"output_kind": "log_odds"`` asks a logistic regression or gradient boosting
+classifier for its log-odds explanation instead of the probability one.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from __future__ import annotations
 from flask import Blueprint, Response, current_app
 
 from .. import auth
-from ..explain.plane import encode, explanations
+from ..explain.plane import encode, explanations, output_kind_of
 from ..http import json_response, read_json
 from ..state import plane
 from ..validation import rows_from_instances
@@ -50,7 +52,7 @@ def _explain(name: str, version: str | None) -> Response:
     model = dp.model(name, version)
     payload = read_json(dp.settings.MAX_BODY_BYTES)
     rows = rows_from_instances(payload, model.manifest.features, dp.settings.MAX_ROWS)
-    answers = explanations(current_app).explain(model, rows)
+    answers = explanations(current_app).explain(model, rows, output_kind_of(payload))
     return json_response(
         {
             "model": model.name,

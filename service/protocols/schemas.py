@@ -92,19 +92,32 @@ class PredictResponse(BaseModel):
     probabilities: Probabilities | None = None
 
 
+OutputKind = Literal["probability", "log_odds", "value"]
+
+
 class ExplainRequest(PredictRequest):
     """The same body as ``:predict`` (``probabilities`` is accepted and ignored)."""
+
+    output_kind: OutputKind | None = Field(
+        None,
+        description="What to explain: classifiers default to `probability` of the predicted "
+        "class; `log_odds` for logistic regression and gradient boosting; `value` for "
+        "regressors. A kind the model does not offer is a 400 listing the ones it does.",
+    )
 
 
 class RowExplanation(BaseModel):
     prediction: Any = Field(description="As :predict reports it (label or value).")
     output: float = Field(description="The number explained.")
-    output_kind: Literal["probability", "log_odds", "value"] = Field(
+    output_kind: OutputKind = Field(
         description="probability or log_odds of the predicted class; value for regressors."
     )
     base_value: float = Field(description="Expected output; base_value + sum = output.")
     contributions: list[float] = Field(description="One per feature, in `features` order.")
-    method: Literal["linear", "tree_shap"]
+    method: Literal["linear", "tree_shap", "exact_shapley"] = Field(
+        description="linear: closed form in log-odds/value; tree_shap: TreeSHAP; "
+        "exact_shapley: every coalition of features enumerated against the background rows."
+    )
     probability: float | None = Field(
         None, description="Classifiers: the predicted class's probability, as :predict has it."
     )
@@ -249,11 +262,34 @@ class InferInput(Body):
 
 class OutputParameters(Body):
     binary_data: bool | None = None
+    output_kind: OutputKind | None = Field(
+        None,
+        description="`explanation` only: as `:explain`'s output_kind (default: probability "
+        "of the predicted class for classifiers).",
+    )
 
 
 class RequestedOutput(Body):
-    name: Literal["predict", "predict_proba"]
+    name: Literal["predict", "predict_proba", "explanation"] = Field(
+        description="`explanation`: a BYTES [N] tensor, each element a V2Explanation as JSON."
+    )
     parameters: OutputParameters | None = None
+
+
+class V2Explanation(BaseModel):
+    """One element of the `explanation` output (a JSON string in a BYTES tensor)."""
+
+    prediction: Any = Field(description="The class value the `predict` output carries.")
+    label: str | None = Field(None, description="Classifiers: its display label.")
+    output: float = Field(description="The number explained: base_value + sum(contributions).")
+    output_kind: OutputKind
+    base_value: float
+    contributions: list[float] = Field(description="One per feature, in `features` order.")
+    features: list[str]
+    method: Literal["linear", "tree_shap", "exact_shapley"]
+    probability: float | None = Field(
+        None, description="Classifiers: the predicted class's probability (predict_proba)."
+    )
 
 
 class RequestParameters(Body):
@@ -275,7 +311,18 @@ class InferRequest(Body):
                         }
                     ],
                     "outputs": [{"name": "predict"}, {"name": "predict_proba"}],
-                }
+                },
+                {
+                    "inputs": [
+                        {
+                            "name": "input-0",
+                            "shape": [1, 4],
+                            "datatype": "FP64",
+                            "data": [5.1, 3.5, 1.4, 0.2],
+                        }
+                    ],
+                    "outputs": [{"name": "predict"}, {"name": "explanation"}],
+                },
             ]
         }
     )

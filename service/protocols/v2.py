@@ -8,6 +8,7 @@ included). Outputs are named as MLServer's scikit-learn runtime names them:
 classifiers, e.g. INT64 0/1/2 for iris, whose names the model metadata lists under
 ``parameters.labels``), and ``predict_proba`` the class probabilities. Without
 ``outputs`` in the request only ``predict`` is returned, as MLServer does.
+``explanation`` (protocols/v2_explain.py) adds per-feature contributions.
 """
 
 from __future__ import annotations
@@ -15,11 +16,12 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
-from flask import Blueprint, Response, request
+from flask import Blueprint, Response, current_app, request
 
 from .. import auth
 from ..dataplane import DataPlane, ModelReadiness
 from ..errors import bad_input
+from ..explain.plane import explanations
 from ..http import json_response, prediction_headers, read_body
 from ..manifest import Manifest
 from ..state import plane
@@ -42,11 +44,17 @@ INFER = {
         "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
     },
     "body": schemas.InferRequest,
-    "errors": BODY_ERRORS,
+    "errors": {
+        **BODY_ERRORS,
+        501: "The `explanation` output was asked of a model with no exact explainer; "
+        "the message says why.",
+    },
     "parameters": (INFER_HEADER,),
     "description": "With binary outputs the body is JSON + raw bytes and the "
-    "Inference-Header-Content-Length header gives the JSON length.",
-    "models": (schemas.InferResponse,),
+    "Inference-Header-Content-Length header gives the JSON length. The optional output "
+    "`explanation` is a BYTES tensor [N]: element i is row i's explanation as a JSON "
+    "object (schema V2Explanation; docs/explain.md).",
+    "models": (schemas.InferResponse, schemas.V2Explanation),
 }
 
 
@@ -247,7 +255,7 @@ def _infer(name: str, version: str | None) -> Response:
     if not body:
         raise bad_input("invalid_json", "request body is empty: send a V2 inference request")
     req = decode_request(body, request.headers.get(HEADER_LENGTH))
-    result = v2_plane.infer(dp, model, req.inputs, req.outputs)
+    result = v2_plane.infer(dp, explanations(current_app), model, req.inputs, req.outputs)
 
     outputs, blobs = [], []
     for out in result.outputs:

@@ -4,8 +4,8 @@ Both transports decode their own wire format into tensors (``v2_tensors.Tensor``
 requested outputs, call ``model_metadata`` or ``infer`` here, and encode what comes back;
 so model metadata, output names and datatypes, and which outputs a model offers are said
 once. Outputs are named as MLServer's scikit-learn runtime names them: ``predict`` (the
-estimator's raw ``predict()``) and ``predict_proba``; without requested outputs only
-``predict`` is returned.
+estimator's raw ``predict()``), ``predict_proba`` and, when asked, ``explanation``;
+without requested outputs only ``predict`` is returned.
 """
 
 from __future__ import annotations
@@ -18,8 +18,10 @@ import numpy as np
 from ..core import Prediction
 from ..dataplane import DataPlane
 from ..errors import bad_input
+from ..explain.plane import Explanations
 from ..manifest import Manifest
 from ..models.loading import LoadedModel
+from .v2_explain import EXPLANATION, explanation_tensor
 from .v2_tensors import RequestedOutput, Tensor, feature_datatype, tensors_to_rows
 
 PREDICT, PREDICT_PROBA = "predict", "predict_proba"
@@ -85,7 +87,7 @@ def outputs_wanted(
 ) -> dict[str, RequestedOutput]:
     """The outputs to answer, by name; 400 naming the available ones for any other."""
     has_proba = model.is_classifier and model.runtime.has_proba
-    available = [PREDICT, PREDICT_PROBA] if has_proba else [PREDICT]
+    available = [PREDICT, PREDICT_PROBA, EXPLANATION] if has_proba else [PREDICT, EXPLANATION]
     if not requested:
         return {PREDICT: RequestedOutput(PREDICT, None)}
     wanted: dict[str, RequestedOutput] = {}
@@ -100,15 +102,22 @@ def outputs_wanted(
 
 
 def infer(
-    dp: DataPlane, model: LoadedModel, inputs: list[Tensor], requested: list[RequestedOutput]
+    dp: DataPlane,
+    explanations: Explanations,
+    model: LoadedModel,
+    inputs: list[Tensor],
+    requested: list[RequestedOutput],
 ) -> InferAnswer:
-    """Validate the tensors into rows, predict through the data plane, shape the outputs."""
+    """Validate the tensors into rows, predict through the data plane, shape the outputs
+    (an ``explanation`` output from the same rows, protocols/v2_explain.py)."""
     wanted = outputs_wanted(model, requested)
     rows = tensors_to_rows(inputs, model.manifest.features, dp.settings.MAX_ROWS)
     result = dp.predict(model, rows, with_proba=PREDICT_PROBA in wanted)
     outputs = []
     for out in wanted.values():
-        if out.name == PREDICT:
+        if out.name == EXPLANATION:
+            datatype, array = explanation_tensor(explanations, model, rows, out)
+        elif out.name == PREDICT:
             datatype = predict_datatype(model.manifest)
             array = np.asarray(result.raw, dtype=object if datatype == "BYTES" else None)
         elif result.proba is not None:

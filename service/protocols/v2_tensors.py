@@ -62,6 +62,7 @@ class Tensor:
 class RequestedOutput:
     name: str
     binary: bool | None  # None: the request-level binary_data_output decides
+    parameters: dict[str, Any] = field(default_factory=dict)  # e.g. explanation's output_kind
 
 
 @dataclass(slots=True)
@@ -134,7 +135,9 @@ def decode_request(body: bytes, header_length: str | None) -> InferRequest:
             )
         binary_flag = out_params.get("binary_data")
         outputs.append(
-            RequestedOutput(raw["name"], None if binary_flag is None else bool(binary_flag))
+            RequestedOutput(
+                raw["name"], None if binary_flag is None else bool(binary_flag), out_params
+            )
         )
     return InferRequest(
         id=request_id,

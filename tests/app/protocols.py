@@ -55,3 +55,34 @@ def v2(  # noqa: ANN001
     by_name = {o["name"]: o for o in body["outputs"]}
     proba = by_name.get("predict_proba")
     return by_name["predict"]["data"], (proba["data"] if proba else None)
+
+
+def explain_v1(client, name: str, rows: list[list[Any]]) -> tuple[int, Any]:  # noqa: ANN001
+    """(status, per-row explanations) of ``:explain``, or (status, error message)."""
+    response = client.post(f"/v1/models/{name}:explain", json={"instances": rows})
+    body = response.get_json()
+    if response.status_code != 200:
+        return response.status_code, body["error"]["message"]
+    return 200, body["explanations"]
+
+
+def explain_v2(  # noqa: ANN001
+    client, name: str, rows: list[list[Any]], features: list[dict]
+) -> tuple[int, Any]:
+    """(status, decoded rows of the ``explanation`` output), or (status, error message)."""
+    import json
+
+    inputs = [
+        {
+            "name": f["name"],
+            "datatype": V2_TYPES[f.get("type", "float")],
+            "shape": [len(rows)],
+            "data": [row[j] for row in rows],
+        }
+        for j, f in enumerate(features)
+    ]
+    body = {"inputs": inputs, "outputs": [{"name": "explanation"}]}
+    response = client.post(f"/v2/models/{name}/infer", json=body)
+    if response.status_code != 200:
+        return response.status_code, response.get_json()["error"]
+    return 200, [json.loads(e) for e in response.get_json()["outputs"][0]["data"]]

@@ -48,6 +48,16 @@ from . import protocols
 
 ROWS = 1000
 TOLERANCE = 1e-5
+EXPLAINED_ROWS = 100  # of the 1,000, through :explain and the V2 explanation output
+# Families with no exact explainer (docs/explain.md): :explain and V2 answer 501 naming them.
+NOT_EXPLAINED = {
+    "linear-svc": "LinearSVC",
+    "svc-proba": "SVC",
+    "kneighbors": "KNeighborsClassifier",
+    "hgb-nan": "HistGradientBoostingClassifier",
+    "hgb-categorical": "HistGradientBoostingClassifier",
+    "hgb-regressor-nan": "HistGradientBoostingRegressor",
+}
 
 
 def _frame(loader) -> pd.DataFrame:  # noqa: ANN001
@@ -221,6 +231,8 @@ def test_every_protocol_answers_what_predict_answers(case, tmp_path, monkeypatch
                 client, name, rows, features, with_proba=hasattr(model, "predict_proba")
             ),
         }
+        explained = protocols.explain_v1(client, name, rows[:EXPLAINED_ROWS])
+        explained_v2 = protocols.explain_v2(client, name, rows[:EXPLAINED_ROWS], features)
     from service.manifest import Feature
 
     feats = [Feature(**f) for f in features]
@@ -242,6 +254,25 @@ def test_every_protocol_answers_what_predict_answers(case, tmp_path, monkeypatch
                 assert len(keys) == want.shape[1], protocol
                 got = np.array([[p[k] for k in keys] for p in proba])
             np.testing.assert_allclose(got, want, atol=TOLERANCE, err_msg=protocol)
+    # The done-when of issue 17: every row adds up and ``output`` is what :predict reports
+    # (the predicted class's probability, or the value); unsupported families say why.
+    if case in NOT_EXPLAINED:
+        for status, message in (explained, explained_v2):
+            assert status == 501 and NOT_EXPLAINED[case] in message, (case, message)
+    else:
+        X_few = X_req[:EXPLAINED_ROWS]
+        want_pred = model.predict(X_few)
+        want_out = model.predict_proba(X_few).max(axis=1) if classifier else want_pred.astype(float)
+        for protocol, (status, rows_explained) in (("v1", explained), ("v2", explained_v2)):
+            assert status == 200, (case, protocol, rows_explained)
+            for i, row in enumerate(rows_explained):
+                assert len(row["contributions"]) == len(features)
+                total = row["base_value"] + sum(row["contributions"])
+                assert abs(total - row["output"]) <= 1e-6, (case, protocol, i)
+                assert abs(row["output"] - want_out[i]) <= 1e-6, (case, protocol, i)
+                assert row["output_kind"] == ("probability" if classifier else "value")
+            if protocol == "v2":  # the class value, as the V2 predict output carries it
+                assert [r["prediction"] for r in rows_explained] == want_pred.tolist()
     nullable = [f["name"] for f in features if f.get("nullable")]
     assert meta["runtime"] in ("onnx", "sklearn")
     if meta["runtime"] != "onnx":

@@ -30,8 +30,8 @@ DIABETES_ROWS = [
 ]
 
 
-def explain_and_predict(client, name: str, rows: list) -> tuple[dict, dict]:
-    explained = client.post(f"/v1/models/{name}:explain", json={"instances": rows})
+def explain_and_predict(client, name: str, rows: list, **extra) -> tuple[dict, dict]:
+    explained = client.post(f"/v1/models/{name}:explain", json={"instances": rows, **extra})
     assert explained.status_code == 200, explained.get_json()
     predicted = client.post(
         f"/v1/models/{name}:predict", json={"instances": rows, "probabilities": True}
@@ -48,7 +48,7 @@ def assert_additive(row: dict, n_features: int) -> None:
 @pytest.mark.parametrize(
     ("name", "rows", "kind", "method"),
     [
-        ("iris", IRIS_ROWS, "log_odds", "linear"),
+        ("iris", IRIS_ROWS, "probability", "exact_shapley"),
         ("iris-rf", IRIS_ROWS, "probability", "tree_shap"),
         ("diabetes", DIABETES_ROWS, "value", "tree_shap"),
     ],
@@ -73,8 +73,10 @@ def test_demo_models_add_up_and_agree_with_predict(client, name, rows, kind, met
 
 
 def test_logistic_regression_output_is_the_predicted_class_logit(client, app):
-    """iris (multinomial LR): output is the class's logit; softmax of the logits = :predict."""
-    body, predicted = explain_and_predict(client, "iris", IRIS_ROWS)
+    """iris (multinomial LR) asked for log-odds: output is the class's logit (method linear);
+    softmax of the logits = :predict."""
+    body, predicted = explain_and_predict(client, "iris", IRIS_ROWS, output_kind="log_odds")
+    assert {row["method"] for row in body["explanations"]} == {"linear"}
     model = app.extensions["predictor"].registry.get("iris")
     estimator = model.runtime.estimator if hasattr(model.runtime, "estimator") else None
     if estimator is None:
@@ -157,13 +159,22 @@ def mixed_client(store_dir):
 MIXED_ROWS = [["paris", 61.0, 35.5], ["lille", 25.0, 52.0], ["nice", 47.0, 40.0]]
 
 
-@pytest.mark.parametrize(("name", "kind"), [("mixed-lr", "log_odds"), ("mixed-rf", "probability")])
-def test_pipeline_one_hot_columns_are_summed_back_to_their_feature(mixed_client, name, kind):
-    body, predicted = explain_and_predict(mixed_client, name, MIXED_ROWS)
+@pytest.mark.parametrize(
+    ("name", "kind", "method"),
+    [
+        ("mixed-lr", "probability", "exact_shapley"),
+        ("mixed-lr", "log_odds", "linear"),
+        ("mixed-rf", "probability", "tree_shap"),
+    ],
+)
+def test_pipeline_one_hot_columns_are_summed_back_to_their_feature(
+    mixed_client, name, kind, method
+):
+    body, predicted = explain_and_predict(mixed_client, name, MIXED_ROWS, output_kind=kind)
     assert body["features"] == ["city", "age", "income"]
     for i, row in enumerate(body["explanations"]):
         assert_additive(row, 3)  # one number per manifest feature, not per one-hot column
-        assert row["output_kind"] == kind
+        assert row["output_kind"] == kind and row["method"] == method
         assert row["prediction"] == predicted["predictions"][i]
         p = predicted["probabilities"][i][row["prediction"]]
         assert abs(row["probability"] - p) <= TOL
@@ -176,12 +187,81 @@ def test_pipeline_one_hot_columns_are_summed_back_to_their_feature(mixed_client,
 def test_linear_contributions_are_coef_times_distance_from_the_background(mixed_client):
     """Two rows differing only in age: only age's contribution differs."""
     rows = [["paris", 30.0, 40.0], ["paris", 70.0, 40.0]]
-    body = mixed_client.post("/v1/models/mixed-lr:explain", json={"instances": rows}).get_json()
+    body = mixed_client.post(
+        "/v1/models/mixed-lr:explain", json={"instances": rows, "output_kind": "log_odds"}
+    ).get_json()
     a, b = body["explanations"]
     if a["prediction"] == b["prediction"]:
         assert abs(a["contributions"][0] - b["contributions"][0]) <= TOL
         assert abs(a["contributions"][2] - b["contributions"][2]) <= TOL
         assert abs(a["contributions"][1] - b["contributions"][1]) > 0.1
+
+
+def _estimator_of(app, name: str):  # noqa: ANN001, ANN202
+    from service.explain.plane import explanations
+
+    return explanations(app).explainer(app.extensions["predictor"].registry.get(name)).estimator
+
+
+def test_probability_contributions_are_the_shapley_values_over_every_ordering(client, app):
+    """iris in probability space, checked against the textbook definition: the average over
+    all 4! orderings of each feature's marginal gain, the absent features taken from each
+    background row (the manifest's sample rows) in turn."""
+    from itertools import permutations
+
+    body, _ = explain_and_predict(client, "iris", IRIS_ROWS)
+    estimator = _estimator_of(app, "iris")
+    model = app.extensions["predictor"].registry.get("iris")
+    background = np.array(model.manifest.sample_input, dtype=float)
+    classes = list(estimator.classes_)
+    for x, row in zip(np.array(IRIS_ROWS, dtype=float), body["explanations"], strict=True):
+        k = classes.index(estimator.predict(x[None])[0])
+
+        def value(present: set[int], x=x, k=k) -> float:  # noqa: ANN001
+            mixed = background.copy()
+            mixed[:, sorted(present)] = x[sorted(present)]
+            return float(estimator.predict_proba(mixed)[:, k].mean())
+
+        phi = np.zeros(4)
+        orders = list(permutations(range(4)))
+        for order in orders:
+            present: set[int] = set()
+            for j in order:
+                before = value(present)
+                present.add(j)
+                phi[j] += value(present) - before
+        np.testing.assert_allclose(row["contributions"], phi / len(orders), atol=1e-9)
+        assert abs(row["base_value"] - value(set())) <= 1e-9
+
+
+@pytest.mark.parametrize(
+    ("name", "body", "wanted"),
+    [
+        ("iris", {"output_kind": "logit"}, "output_kind must be one of"),
+        ("iris", {"output_kind": 3}, "output_kind must be one of"),
+        ("iris-rf", {"output_kind": "log_odds"}, "available: ['probability']"),
+        ("diabetes", {"output_kind": "probability"}, "available: ['value']"),
+    ],
+)
+def test_an_output_kind_the_model_does_not_offer_is_a_400_naming_the_choices(
+    client, name, body, wanted
+):
+    rows = DIABETES_ROWS if name == "diabetes" else IRIS_ROWS
+    response = client.post(f"/v1/models/{name}:explain", json={"instances": rows, **body})
+    assert wanted in assert_json_error(response, 400, "invalid_output_kind")["error"]["message"]
+
+
+def test_probability_space_past_its_budget_is_a_413_saying_how_many_rows_fit(client, monkeypatch):
+    import service.explain as explain_package
+
+    # iris: 16 coalitions x its background rows per explained row; a budget of two rows.
+    background = len(client.get("/v1/models/iris").get_json()["sample_input"])
+    monkeypatch.setattr(explain_package, "MAX_EVALUATIONS", 2 * 16 * background)
+    response = client.post("/v1/models/iris:explain", json={"instances": IRIS_ROWS * 3})
+    message = assert_json_error(response, 413, "too_many_rows")["error"]["message"]
+    assert "at most 2 rows" in message and "log_odds" in message
+    ok = client.post("/v1/models/iris:explain", json={"instances": IRIS_ROWS[:2]})
+    assert ok.status_code == 200
 
 
 def test_unsupported_family_answers_501_naming_why(mixed_client):

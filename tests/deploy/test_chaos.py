@@ -75,7 +75,8 @@ def test_redis_faults_recover_and_keep_p99_bounded(report: dict) -> None:
     baseline = report["by_key"]["baseline"]["p99_ms"]
     for key in ("redis-kill", "redis-pause"):
         row = report["by_key"][key]
-        assert row["p99_ms"] <= baseline + chaos.Config().p99_slack_ms, row
+        cfg = chaos.Config()
+        assert row["p99_ms"] <= max(baseline + cfg.p99_slack_ms, baseline * cfg.p99_ratio), row
         # Back on Redis after the breaker's retry period (2 s); 30 s only catches a breaker
         # that never closes (the figure is in the table).
         print(f"{key}: recovered in {row['recover_s']:.2f} s, p99 {row['p99_ms']:.0f} ms")

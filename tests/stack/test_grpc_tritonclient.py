@@ -363,6 +363,36 @@ def test_unknown_model_and_missing_key(client):
     assert "UNAUTHENTICATED" in _status(err.value)
 
 
+def test_explanation_output_through_tritonclient_equals_rest(server, client):
+    """A stock tritonclient names the ``explanation`` output like any other: its BYTES
+    elements are the JSON rows REST V2 answers, adding up to the predicted probability."""
+    import json
+
+    tensor = grpcclient.InferInput("input-0", list(IRIS_ROWS.shape), "FP64")
+    tensor.set_data_from_numpy(IRIS_ROWS.astype(np.float64))
+    result = _infer(
+        client, "iris-rf", [tensor], outputs=("predict", "predict_proba", "explanation")
+    )
+    rows = [json.loads(v) for v in result.as_numpy("explanation")]
+    proba = result.as_numpy("predict_proba")
+    assert [r["prediction"] for r in rows] == [v.decode() for v in result.as_numpy("predict")]
+    for row, p in zip(rows, proba, strict=True):
+        assert abs(row["base_value"] + sum(row["contributions"]) - row["output"]) <= 1e-6
+        assert abs(row["output"] - p.max()) <= 1e-6 and row["method"] == "tree_shap"
+    body = {
+        "inputs": [{"name": "input-0", "shape": list(IRIS_ROWS.shape), "datatype": "FP64",
+                    "data": IRIS_ROWS.ravel().tolist()}],
+        "outputs": [{"name": "explanation"}],
+    }  # fmt: skip
+    rest = [json.loads(e) for e in _rest_v2(server, "iris-rf", body)["explanation"]["data"]]
+    assert rest == rows
+    with pytest.raises(InferenceServerException) as refused:
+        explanation = grpcclient.InferRequestedOutput("explanation")
+        explanation._output.parameters["output_kind"].string_param = "log_odds"  # no API for it
+        client.infer("iris-rf", [tensor], outputs=[explanation], headers=KEY)
+    assert "available: ['probability']" in refused.value.message()
+
+
 def test_grpc_calls_show_in_the_http_metrics(server, client):
     assert client.is_server_live()
     text = requests.get(server.url + "/metrics", timeout=10).text

@@ -45,3 +45,18 @@ def test_p99_bound_and_an_empty_window_fail() -> None:
     assert not rows[1].passed and "p99 900 ms above 260 ms" in rows[1].problems[0]
     assert rows[2].problems == ["no load request fell in this fault's time"]
     assert runner.problems == []
+
+
+def test_p99_bound_scales_with_a_slow_baseline() -> None:
+    """On a loaded machine the baseline is slow too: 2.5x of it bounds a fault's p99."""
+    answers = [Answer(1.0 + i / 100, 600.0, 200, "1", None) for i in range(100)]
+    answers += [Answer(5.0 + i / 100, 1400.0, 200, "1", None) for i in range(100)]
+    answers += [Answer(9.0 + i / 100, 1600.0, 200, "1", None) for i in range(100)]
+    rows = [
+        chaos.Row("baseline", "b", 0.0, 4.0),
+        chaos.Row("redis-kill", "k", 4.0, 8.0, bounded_p99=True),
+        chaos.Row("redis-pause", "p", 8.0, 12.0, bounded_p99=True),
+    ]
+    _accounted(answers, rows)
+    assert rows[1].passed, rows[1].problems  # 1400 <= 2.5 x 600
+    assert not rows[2].passed and "p99 1600 ms above 1500 ms" in rows[2].problems[0]

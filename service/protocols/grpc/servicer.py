@@ -19,6 +19,7 @@ from ... import metrics
 from ...auth import ApiKeys
 from ...dataplane import DataPlane
 from ...errors import PredictorError
+from ...explain.plane import Explanations
 from .. import v2_plane
 from . import inference_pb2 as pb
 from . import inference_pb2_grpc as pb_grpc
@@ -36,6 +37,7 @@ STATUS_CODES = {
     413: grpc.StatusCode.INVALID_ARGUMENT,
     415: grpc.StatusCode.INVALID_ARGUMENT,
     422: grpc.StatusCode.INVALID_ARGUMENT,
+    501: grpc.StatusCode.UNIMPLEMENTED,
     503: grpc.StatusCode.UNAVAILABLE,
 }
 
@@ -67,6 +69,8 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     def __init__(self, st: DataPlane, api_keys: ApiKeys | None) -> None:
         self.st = st
         self.api_keys = api_keys
+        # This process's explainer cache (estimators load on the first explanation).
+        self.explanations = Explanations(st.store, st.settings)
 
     # --- health and metadata (public, as on REST) ---------------------------
     def ServerLive(self, request: pb.ServerLiveRequest, context: Any) -> pb.ServerLiveResponse:  # noqa: N802
@@ -121,7 +125,9 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         self._check_key(context)
         st = self.st
         model = st.model(request.model_name, request.model_version or None)
-        result = v2_plane.infer(st, model, decode_inputs(request), requested_outputs(request))
+        result = v2_plane.infer(
+            st, self.explanations, model, decode_inputs(request), requested_outputs(request)
+        )
         response = pb.ModelInferResponse(model_name=model.name, model_version=model.version)
         if request.id:
             response.id = request.id

@@ -112,7 +112,19 @@ def _typed(where: str, tensor: Any, count: int) -> Any:
 
 
 def requested_outputs(request: pb.ModelInferRequest) -> list[RequestedOutput]:
-    return [RequestedOutput(out.name, None) for out in request.outputs]
+    """The outputs asked for, with their parameters as plain values (explanation's
+    ``output_kind``)."""
+    return [
+        RequestedOutput(
+            out.name,
+            None,
+            {
+                k: getattr(v, v.WhichOneof("parameter_choice") or "string_param")
+                for k, v in out.parameters.items()
+            },  # fmt: skip
+        )
+        for out in request.outputs
+    ]
 
 
 def encode_output(
