@@ -470,7 +470,9 @@ def redis_pod_under_load(
     redis = s.add(RedisServer(run).start())
     store = copy_store(template, run / "models")
     api = s.add(pod(cfg, run, store, "pod", redis_url=redis.url).start())
-    return redis, api, s.add(Load(api.url, run / "load", cfg, cfg.seconds + 120).start())
+    # -t only stops a hung run (finish() stops Locust): five CLI calls, each importing
+    # scikit-learn, can take minutes on a busy 2-core machine.
+    return redis, api, s.add(Load(api.url, run / "load", cfg, cfg.seconds + 900).start())
 
 
 # --------------------------------------------------------------------------
