@@ -37,11 +37,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from loadtests import procstat  # noqa: E402
-from loadtests.bench import RESULTS, ensure_store, export_estimator  # noqa: E402
-from loadtests.servers import MLServer, free_port  # noqa: E402
+from loadtests.bench import BENCH, RESULTS, ensure_store, export_estimator  # noqa: E402
+from loadtests.servers import MLServer  # noqa: E402
+from tools.stack import Gunicorn, free_port, wait_until  # noqa: E402
 
-ROOT = Path(__file__).resolve().parent.parent
-BENCH = ROOT / ".bench"
 CASES = {
     "g": "ours, gRPC",
     "h": "ours, gRPC, 2 processes",
@@ -104,8 +103,6 @@ class Ours:
     """Our gunicorn (HTTP) with its gRPC server processes, from tools/stack.py."""
 
     def __init__(self, store: Path, grpc_workers: int, runtime: str) -> None:
-        from tools.stack import Gunicorn
-
         run = BENCH / "grpc-ours"
         shutil.rmtree(run, ignore_errors=True)
         run.mkdir(parents=True)
@@ -154,16 +151,14 @@ class Theirs:
 def wait_grpc(address: str, model: str, timeout: float = 90.0) -> None:
     import tritonclient.grpc as g
 
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    def ready() -> bool:
         try:
             with g.InferenceServerClient(address) as c:
-                if c.is_model_ready(model):
-                    return
+                return c.is_model_ready(model)
         except Exception:  # not up yet
-            pass
-        time.sleep(0.25)
-    raise RuntimeError(f"gRPC {address} not ready for {model} after {timeout:.0f} s")
+            return False
+
+    wait_until(ready, timeout, f"gRPC {address} ready for {model}", interval=0.25)
 
 
 def run_case(server, kind: str, model: str, case: str, rnd: int, args) -> Result:

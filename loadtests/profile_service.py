@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import re
-import subprocess
 import sys
 import threading
 import time
@@ -44,6 +43,7 @@ import statistics  # noqa: E402
 from loadtests import procstat, request_breakdown  # noqa: E402
 from loadtests.bench import BENCH, RESULTS, ensure_store, wrk  # noqa: E402
 from loadtests.servers import ROOT, OurStack  # noqa: E402
+from tools.stack import Command  # noqa: E402
 
 
 def cost_split(server: OurStack, url: str, args) -> str:  # noqa: ANN001 - argparse namespace
@@ -192,6 +192,7 @@ def main(argv: list[str] | None = None) -> int:
         cache=args.cache,
     )
     server.start()
+    spy: Command | None = None
     try:
         server.wait_ready(args.model, direct=args.direct)
         url = server.url(args.model, direct=args.direct)
@@ -200,14 +201,14 @@ def main(argv: list[str] | None = None) -> int:
         args.out.mkdir(parents=True, exist_ok=True)
         stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
         raw = args.out / f"profile-{args.model}-{args.rows}-{args.mode}-{stamp}.txt"
-        spy = subprocess.Popen(
+        spy = Command(
+            BENCH / "run", "py-spy",
             [
                 args.py_spy, "record", "--pid", str(server.gunicorn.pid), "--subprocesses",
                 "--nonblocking", "--rate", str(args.rate), "--duration", str(args.seconds),
                 "--format", "raw", "--output", str(raw), *(["--idle"] if args.idle else []),
             ],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        )  # fmt: skip
+        ).start()  # fmt: skip
         result = {}
 
         def load() -> None:
@@ -219,11 +220,13 @@ def main(argv: list[str] | None = None) -> int:
         loader = threading.Thread(target=load)
         loader.start()
         loader.join()
-        out, _ = spy.communicate(timeout=args.seconds + 60)
-        if spy.returncode != 0 or not raw.exists():
-            print(out, file=sys.stderr)
+        finished = spy.wait(args.seconds + 60)
+        if not finished or spy.proc.returncode != 0 or not raw.exists():
+            print(spy.log_tail(60), file=sys.stderr)
             return 1
     finally:
+        if spy is not None:
+            spy.stop()
         server.stop()
     rps = result["requests"] / (result["duration_us"] / 1e6)
     print(

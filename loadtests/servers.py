@@ -24,10 +24,9 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from tools.stack import Command, free_port
+from tools.stack import REPO as ROOT
+from tools.stack import VENV_BIN, Command, free_port
 
-ROOT = Path(__file__).resolve().parent.parent
-VENV_BIN = ROOT / ".venv" / "bin"
 MLSERVER_BIN = ROOT / ".bench" / "mlserver-venv" / "bin"
 
 READY_ROW = [5.1, 3.5, 1.4, 0.2]

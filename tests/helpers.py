@@ -1,14 +1,17 @@
 """What more than one test file needs that is not a fixture: demo rows, the repository
-root, a free port, the JSON error shape, /metrics readers, access-log lookups and a
-planted pickle bomb. Fixtures stay in tests/conftest.py (which re-exports the constants,
-so ``from tests.conftest import IRIS_ROW`` keeps working)."""
+root, a free port, a user-like DataFrame Pipeline, the JSON error shape, /metrics readers,
+access-log lookups and a planted pickle bomb. Fixtures stay in tests/conftest.py (which
+re-exports the constants, so ``from tests.conftest import IRIS_ROW`` keeps working)."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import io
 import json
 import os
 import pickle
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -29,10 +32,14 @@ __all__ = [
     "free_port",
     "log_entry",
     "metrics_text",
+    "mixed",
+    "onehot_pipeline",
     "parse_samples",
     "plant_pickle_bomb",
+    "run_cli",
     "scrape",
     "total",
+    "with_gaps",
 ]
 
 REPO = Path(__file__).resolve().parents[1]
@@ -97,6 +104,96 @@ def total(samples: Samples, name: str, **labels: str) -> float:
     """Sum of the samples of ``name`` whose labels include ``labels``."""
     wanted = set(labels.items())
     return sum(v for (n, ls), v in samples.items() if n == name and wanted <= ls)
+
+
+# --- the CLI ----------------------------------------------------------------------------
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """``predictor ARGS`` run in this process, answered as ``subprocess.run`` would: the
+    exit status, stdout and stderr. The environment's PREDICTOR_* settings are set aside
+    (only ``env``'s count), as for a fresh command. A new interpreter importing
+    scikit-learn costs 15-60 s per call on a busy 2-core machine; tests/unit/test_cli.py
+    runs the installed command itself."""
+    from service import cli
+
+    out, err = io.StringIO(), io.StringIO()
+    saved = {k: v for k, v in os.environ.items() if k.startswith("PREDICTOR_")}
+    try:
+        for k in saved:
+            del os.environ[k]
+        os.environ.update(env or {})
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                code = cli.main(list(args))
+            except SystemExit as exc:  # argparse's usage errors
+                code = exc.code if isinstance(exc.code, int) else 1
+    finally:
+        for k in [k for k in os.environ if k.startswith("PREDICTOR_")]:
+            del os.environ[k]
+        os.environ.update(saved)
+    return subprocess.CompletedProcess(["predictor", *args], code, out.getvalue(), err.getvalue())
+
+
+# --- a user's model: a DataFrame Pipeline with string and numeric columns, gaps -------
+
+
+def with_gaps(frame: Any, columns: list[str], rate: float = 0.1) -> Any:
+    """``frame`` with about ``rate`` of each column's cells missing (NaN), seeded."""
+    import numpy as np
+
+    rng = np.random.default_rng(1)
+    frame = frame.copy()
+    for c in columns:
+        frame.loc[rng.random(len(frame)) < rate, c] = np.nan
+    return frame
+
+
+def mixed(target_kind: str) -> Any:
+    """600 rows: int ``age``, float ``income`` and string ``colour``/``city`` (income and
+    city with gaps); the target bool, or the string classes "yes"/"no"."""
+    import numpy as np
+    import pandas as pd
+
+    rng = np.random.default_rng(2)
+    n = 600
+    frame = pd.DataFrame(
+        {
+            "age": rng.integers(18, 90, n),
+            "income": rng.gamma(3.0, 15000.0, n).round(2),
+            "colour": rng.choice(["red", "green", "blue"], n),
+            "city": rng.choice(["paris", "oslo", "rome", "lima"], n),
+        }
+    )
+    score = frame.age / 40 + (frame.colour == "red") - frame.income / 60000 + rng.normal(0, 0.3, n)
+    frame["target"] = score > 0.9 if target_kind == "bool" else np.where(score > 0.9, "yes", "no")
+    return with_gaps(frame, ["income", "city"], 0.08)
+
+
+def onehot_pipeline() -> Any:
+    """Impute + scale the numbers, impute + one-hot the strings, then LogisticRegression."""
+    from sklearn.compose import ColumnTransformer
+    from sklearn.impute import SimpleImputer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+    return make_pipeline(
+        ColumnTransformer(
+            [
+                ("num", make_pipeline(SimpleImputer(), StandardScaler()), ["age", "income"]),
+                (
+                    "cat",
+                    make_pipeline(
+                        SimpleImputer(strategy="most_frequent"),
+                        OneHotEncoder(handle_unknown="ignore"),
+                    ),
+                    ["colour", "city"],
+                ),
+            ]
+        ),
+        LogisticRegression(max_iter=1000),
+    )
 
 
 # --- nginx ----------------------------------------------------------------------------

@@ -148,3 +148,32 @@ def signed_copy(store: ModelStore, name: str, source: str, target: str, key: byt
     manifest.signature = sign(key, manifest.signed_fields())
     manifest.write(directory)
     return directory
+
+
+def artifacts(version_dir: Path) -> list[Path]:
+    """Every artifact of a version: the estimator and, when published, its compiled graph."""
+    return sorted(p for p in version_dir.iterdir() if p.name != "manifest.json")
+
+
+def flip_a_byte(directory: Path) -> None:
+    """Bit rot after publishing: a byte in the middle of every artifact flipped, so no
+    digest matches any more (refused as ``digest_mismatch``)."""
+    for artifact in artifacts(directory):
+        data = bytearray(artifact.read_bytes())
+        data[len(data) // 2] ^= 0xFF
+        artifact.write_bytes(bytes(data))
+
+
+def cut_short_and_resign(directory: Path, key: bytes, keep: int = 200) -> Manifest:
+    """A publisher bug: every artifact cut to ``keep`` bytes, then digested and signed as
+    it is, so only loading it can find it broken (``corrupt_artifact``)."""
+    manifest = Manifest.read(directory)
+    for artifact in artifacts(directory):
+        artifact.write_bytes(artifact.read_bytes()[:keep])
+    manifest.sha256 = file_sha256(directory / manifest.artifact)
+    if manifest.compiled and manifest.compiled.artifact:
+        manifest.compiled.sha256 = file_sha256(directory / manifest.compiled.artifact)
+    manifest.files = version_files(directory)
+    manifest.signature = sign(key, manifest.signed_fields())
+    manifest.write(directory)
+    return manifest

@@ -47,6 +47,7 @@ from typing import Any
 import requests
 
 from service.worker import STOP_FILE_ENV, StopPoints
+from tools.attacks import WritesMarker, cut_short_and_resign, flip_a_byte
 from tools.load_scenarios import (
     Answer,
     Load,
@@ -56,6 +57,19 @@ from tools.load_scenarios import (
     scrape,
 )
 from tools.load_scenarios import Config as LoadConfig
+from tools.scenarios_config import CHAOS_BAD_VERSIONS as BAD_VERSIONS
+from tools.scenarios_config import CHAOS_SIGNING_KEY as SIGNING_KEY
+from tools.scenarios_config import (
+    GOOD,
+    IRIS_ROW,
+    MODEL,
+    NGINX_NO_RATE_LIMIT,
+    STORE_WRITER_VERSIONS,
+    markdown_table,
+    percentile,
+    verdict,
+)
+from tools.scenarios_config import wait_for as poll
 from tools.stack import (
     REPO,
     VENV_BIN,
@@ -67,27 +81,8 @@ from tools.stack import (
     pid_alive,
 )
 
-MODEL = "iris"
-GOOD = "1"
-SIGNING_KEY = "chaos-signing-key-for-the-fault-table"  # 32+ bytes: the minimum
-IRIS_ROW = [5.1, 3.5, 1.4, 0.2]
 PREDICTOR = VENV_BIN / "predictor"
 SCHEMATHESIS = VENV_BIN / "schemathesis"
-# Bad versions promoted under load: (what it is, the refusal reason every worker must give).
-BAD_VERSIONS = {
-    "corrupt": ("a corrupt artifact (cut short; digest and signature redone)", "corrupt_artifact"),
-    "tampered": ("a digest mismatch (a byte flipped after publishing)", "digest_mismatch"),
-    "pickle": ("an unsigned pickle that runs a command when loaded", "unsigned"),
-    "skops-os-system": ("a signed skops file holding posix.system", "untrusted_types"),
-}
-# What the store-writer row drops into the store (tools/attacks.py builds each one), with
-# the refusal reason every worker must give. Each payload writes a marker if its code runs.
-STORE_WRITER_VERSIONS = {
-    "sw-timeit": ("the timeit skops model, unsigned", "unsigned"),
-    "sw-timeit-signed": ("the timeit skops model, signed with the real key", "untrusted_types"),
-    "sw-manifest": ("a signed v1 whose manifest then had its labels swapped", "bad_signature"),
-    "sw-replay": ("v1's signed files copied under a new version", "bad_signature"),
-}
 
 
 # The flood row's per-key nginx limit: low, so most of a flood is refused at any speed.
@@ -180,38 +175,19 @@ def table_row(row: Row) -> str:
     recover = "—" if row.recover_s is None else f"{row.recover_s:.2f}"
     if row.recover_what and row.recover_s is not None:
         recover += f" ({row.recover_what})"
-    verdict = row.notes + ("" if row.passed else f" **FAILED: {'; '.join(row.problems)}**")
     return (
         f"| {row.fault} | {row.requests} | {row.failed} | {row.p99_ms:.0f} | {recover} "
-        f"| {verdict} |"
+        f"| {verdict(row.notes, row.problems)} |"
     )
 
 
 def table(rows: list[Row]) -> str:
-    return "\n".join([TABLE_HEADER, *(table_row(r) for r in rows)])
-
-
-def percentile(values: list[float], q: float) -> float:
-    """Nearest-rank percentile (the one tools/load_scenarios.py uses)."""
-    values = sorted(values)
-    if not values:
-        return 0.0
-    return values[min(len(values) - 1, max(0, round(q * len(values) + 0.5) - 1))]
+    return markdown_table(TABLE_HEADER, (table_row(r) for r in rows))
 
 
 # --------------------------------------------------------------------------
 # the model store, with the bad versions
 # --------------------------------------------------------------------------
-
-
-class _RunsCommand:
-    """Unpickling this runs a shell command (writes a marker file): what a hostile pickle does."""
-
-    def __init__(self, marker: Path) -> None:
-        self.marker = marker
-
-    def __reduce__(self):  # noqa: ANN204 - pickle protocol
-        return (os.system, (f"touch {self.marker}",))
 
 
 def build_store(root: Path, marker: Path) -> None:
@@ -253,22 +229,13 @@ def build_store(root: Path, marker: Path) -> None:
     _, good = publish(GOOD, compile_graph=True)
     store.promote(MODEL, GOOD)
     # Compiled graphs are left out of the bad versions, so the artifact itself is loaded.
-    directory, manifest = publish("corrupt", compile_graph=False)
-    artifact = directory / manifest.artifact
-    artifact.write_bytes(artifact.read_bytes()[:200])
-    manifest.sha256 = file_sha256(artifact)
-    resign(directory, manifest)
-
-    directory, manifest = publish("tampered", compile_graph=False)
-    artifact = directory / manifest.artifact
-    data = bytearray(artifact.read_bytes())
-    data[len(data) // 2] ^= 0xFF
-    artifact.write_bytes(bytes(data))
+    cut_short_and_resign(publish("corrupt", compile_graph=False)[0], key)
+    flip_a_byte(publish("tampered", compile_graph=False)[0])
 
     # Written straight into the store, as an attacker with write access would; unsigned.
     directory = store.version_dir(MODEL, "pickle")
     directory.mkdir()
-    (directory / "model.joblib").write_bytes(pickle.dumps(_RunsCommand(marker)))
+    (directory / "model.joblib").write_bytes(pickle.dumps(WritesMarker(marker)))
     good.model_copy(
         update={
             "version": "pickle", "format": "joblib", "artifact": "model.joblib",
@@ -334,18 +301,6 @@ class AccessLogTail:
 
     def first(self, after: float, match: Callable[[dict[str, Any]], bool]) -> float | None:
         return next((t for t, e in list(self.entries) if t >= after and match(e)), None)
-
-
-def poll(check: Callable[[], bool], timeout: float, what: str, interval: float = 0.05) -> float:
-    """Wait for ``check``; the time it first held."""
-    deadline = time.monotonic() + timeout
-    while True:
-        with contextlib.suppress(OSError, ValueError):
-            if check():
-                return time.time()
-        if time.monotonic() > deadline:
-            raise StackError(f"{what}: not within {timeout:g}s")
-        time.sleep(interval)
 
 
 def metric_sum(url: str, name: str, **labels: str) -> float:
@@ -566,7 +521,7 @@ class Chaos:
 
         values = {
             # Every Locust user comes from 127.0.0.1: lift the per-address limit here.
-            "NGINX_RATE_LIMIT": "1000000r/s", "NGINX_RATE_BURST": 1000000,
+            **NGINX_NO_RATE_LIMIT,
             # The flood row sends a key: its budget is small, so that however slowly this
             # machine sends the flood, most of it is over the limit (see abuse_flood).
             "NGINX_KEY_RATE_LIMIT": f"{FLOOD_KEY_RATE}r/s",

@@ -51,26 +51,35 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tools.attacks import cut_short_and_resign, flip_a_byte
 from tools.rehearsal import rolling_update
-from tools.stack import REPO, VENV_BIN, Gunicorn, Nginx, RedisServer, StackError
+from tools.scenarios_config import (
+    GOOD,
+    MODEL,
+    NEW,
+    NGINX_NO_RATE_LIMIT,
+    markdown_table,
+    percentile,
+    verdict,
+    wait_for,
+)
+from tools.scenarios_config import ZERO_DOWNTIME_BAD_VERSIONS as BAD_VERSIONS
+from tools.scenarios_config import ZERO_DOWNTIME_SIGNING_KEY as SIGNING_KEY
+from tools.stack import (
+    REPO,
+    VENV_BIN,
+    Command,
+    Gunicorn,
+    ManagedProcess,
+    Nginx,
+    RedisServer,
+    StackError,
+    wait_until,
+)
 
 LOCUST = VENV_BIN / "locust"
 PREDICTOR = VENV_BIN / "predictor"
 LOCUSTFILE = REPO / "loadtests" / "zero_downtime_locustfile.py"
-
-# A throwaway key for the rehearsal's own store; the pods verify every artifact with it.
-SIGNING_KEY = "zero-downtime-rehearsal-key-0123456789abcdef"  # 32+ bytes, as settings require
-MODEL = "iris"
-GOOD, NEW = "1", "2"
-# Bad versions and the refusal reason each must produce.
-BAD_VERSIONS = {
-    "3": ("corrupt artifact (bytes flipped)", "digest_mismatch"),
-    "4": ("signed with another key", "bad_signature"),
-    # the reason depends on the runtime that loads it (skops: corrupt_artifact)
-    "5": ("truncated artifact, digest and signature redone", None),
-}
-# Every request comes from 127.0.0.1, so nginx's per-client rate limit is lifted here.
-NGINX_NO_RATE_LIMIT = {"NGINX_RATE_LIMIT": "1000000r/s", "NGINX_RATE_BURST": "1000000"}
 
 
 @dataclass
@@ -118,15 +127,14 @@ TABLE_HEADER = (
 
 def table_row(row: Row) -> str:
     converge = "—" if row.converge_s is None else f"{row.converge_s:.2f}"
-    verdict = row.notes + ("" if row.passed else f" **FAILED: {'; '.join(row.problems)}**")
     return (
         f"| {row.scenario} | {row.requests} | {row.failures} | {row.p50_ms:.1f} "
-        f"| {row.p99_ms:.1f} | {converge} | {verdict} |"
+        f"| {row.p99_ms:.1f} | {converge} | {verdict(row.notes, row.problems)} |"
     )
 
 
 def table(rows: Iterable[Row]) -> str:
-    return "\n".join([TABLE_HEADER, *(table_row(r) for r in rows)])
+    return markdown_table(TABLE_HEADER, (table_row(r) for r in rows))
 
 
 @dataclass
@@ -152,10 +160,7 @@ class LoadResult:
         return [a for a in self.answers if a.error is not None]
 
     def percentile(self, q: float) -> float:
-        values = sorted(a.ms for a in self.answers)
-        if not values:
-            return 0.0
-        return values[min(len(values) - 1, max(0, round(q * len(values) + 0.5) - 1))]
+        return percentile((a.ms for a in self.answers), q)
 
     def versions(self, after: float = 0.0, before: float = float("inf")) -> Counter:
         """Versions of the answers sent at ``after`` or later and complete before ``before``."""
@@ -199,8 +204,9 @@ class LoadResult:
 # --------------------------------------------------------------------------
 
 
-class Load:
-    """One Locust run: starts, reports when load flows, stops on request, parses answers."""
+class Load(Command):
+    """One Locust run under tools/stack.py's supervisor (its own session, a log, stopped
+    by PID): starts, reports when load flows, stops on request, parses the answers."""
 
     def __init__(
         self, host: str, out: Path, cfg: Config, max_seconds: float, connection: str = "keep-alive"
@@ -208,41 +214,36 @@ class Load:
         self.host, self.out, self.cfg = host, out, cfg
         self.connection = cfg.connection or connection
         self.max_seconds = int(max_seconds)
-        self.proc: subprocess.Popen[bytes] | None = None
         self.ready_at = 0.0
         out.mkdir(parents=True, exist_ok=True)
         self.answers_file = out / "answers.jsonl"
         self.ready_file = out / "load-ready"
         self.stop_file = out / "load-stop"
-        self.stderr_file = out / "locust.log"
+        argv = [
+            str(LOCUST), "-f", str(LOCUSTFILE), "--headless", "-H", self.host,
+            "-u", str(cfg.users), "-r", str(cfg.users),
+            "-t", f"{self.max_seconds}s", "--stop-timeout", "5", "--only-summary",
+            "--json-file", str(out / "locust"), "--answers-file", str(self.answers_file),
+            "--ready-file", str(self.ready_file), "--stop-file", str(self.stop_file),
+            "--ready-after", str(cfg.users * 2), "--think-ms", str(cfg.think_ms),
+            "--connection", self.connection,
+        ]  # fmt: skip
+        # cwd: a directory with no locust.conf, so only these arguments count
+        super().__init__(out, "locust", argv, cwd=out)
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith("LOCUST_")}
 
     def start(self, timeout: float = 60.0) -> Load:
         if not LOCUST.exists():
             raise StackError(f"{LOCUST} missing: pip install -r deps/pip-load.txt")
         for f in (self.answers_file, self.ready_file, self.stop_file):
             f.unlink(missing_ok=True)
-        argv = [
-            str(LOCUST), "-f", str(LOCUSTFILE), "--headless", "-H", self.host,
-            "-u", str(self.cfg.users), "-r", str(self.cfg.users),
-            "-t", f"{self.max_seconds}s", "--stop-timeout", "5", "--only-summary",
-            "--json-file", str(self.out / "locust"), "--answers-file", str(self.answers_file),
-            "--ready-file", str(self.ready_file), "--stop-file", str(self.stop_file),
-            "--ready-after", str(self.cfg.users * 2), "--think-ms", str(self.cfg.think_ms),
-            "--connection", self.connection,
-        ]  # fmt: skip
-        env = {k: v for k, v in os.environ.items() if not k.startswith("LOCUST_")}
-        with open(self.stderr_file, "wb") as log:
-            # cwd: a directory with no locust.conf, so only these arguments count
-            self.proc = subprocess.Popen(
-                argv, cwd=self.out, env=env, stdin=subprocess.DEVNULL, stdout=log,
-                stderr=subprocess.STDOUT, start_new_session=True,
-            )  # fmt: skip
-        deadline = time.monotonic() + timeout
-        while not self.ready_file.exists():
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                self.kill()
-                raise StackError(f"Locust never got answers from {self.host}:\n{self._tail()}")
-            time.sleep(0.05)
+        super().start()
+        try:
+            wait_until(self.ready_file.exists, timeout, f"Locust gets answers from {self.host}",
+                       self.alive)  # fmt: skip
+        except StackError as exc:
+            self.kill()
+            raise StackError(f"{exc}:\n{self.log_tail()}") from None
         self.ready_at = time.time()
         return self
 
@@ -250,47 +251,30 @@ class Load:
         """Sleep until ``fraction`` of the configured load time has passed since ready."""
         time.sleep(max(0.0, self.ready_at + fraction * self.cfg.seconds - time.time()))
 
-    def running(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
     def finish(self, tail: float = 2.0) -> LoadResult:
         """Keep the load at least ``cfg.seconds`` and ``tail`` s more, then stop and parse it."""
         time.sleep(max(0.0, self.ready_at + self.cfg.seconds - time.time()))
         time.sleep(tail)
-        if not self.running():
+        if not self.alive():
             raise StackError(
-                f"Locust ended before the sequence did (-t {self.max_seconds}s):\n{self._tail()}"
+                f"Locust ended before the sequence did (-t {self.max_seconds}s):\n{self.log_tail()}"
             )
         stopped_at = time.time()
         self.stop_file.touch()
-        assert self.proc is not None
-        try:
-            returncode = self.proc.wait(60)
-        except subprocess.TimeoutExpired:
+        if not self.wait(60):
             self.kill()
-            raise StackError(f"Locust did not stop within 60s:\n{self._tail()}") from None
+            raise StackError(f"Locust did not stop within 60s:\n{self.log_tail()}")
+        assert self.proc is not None
+        returncode = self.proc.returncode
         if not self.answers_file.exists():
-            raise StackError(f"Locust wrote no answers file:\n{self._tail()}")
+            raise StackError(f"Locust wrote no answers file:\n{self.log_tail()}")
         answers = [Answer(*json.loads(line)) for line in self.answers_file.read_text().splitlines()]
         totals: dict[str, int] = {"num_requests": 0, "num_failures": 0}
         with contextlib.suppress(OSError, ValueError):
             for entry in json.loads((self.out / "locust.json").read_text()):
                 totals["num_requests"] += entry["num_requests"]
                 totals["num_failures"] += entry["num_failures"]
-        return LoadResult(answers, totals, returncode, self._tail(), self.ready_at, stopped_at)
-
-    def kill(self) -> None:
-        """SIGKILL the Locust process (its own session) by PID, if it still runs."""
-        if self.proc is not None and self.proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(10)
-
-    def _tail(self, lines: int = 30) -> str:
-        try:
-            return "\n".join(self.stderr_file.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return ""
+        return LoadResult(answers, totals, returncode, self.log_tail(), self.ready_at, stopped_at)
 
 
 # --------------------------------------------------------------------------
@@ -303,9 +287,8 @@ def build_store(root: Path, key: str = SIGNING_KEY) -> Path:
     from sklearn.datasets import load_iris
     from sklearn.linear_model import LogisticRegression
 
-    from service.manifest import Feature, Manifest
+    from service.manifest import Feature
     from service.publish import publish_estimator
-    from service.signing import file_sha256, sign
     from service.store import ModelStore
 
     store = ModelStore(root)
@@ -326,28 +309,12 @@ def build_store(root: Path, key: str = SIGNING_KEY) -> Path:
     store.promote(MODEL, GOOD)
     publish(NEW, 0.5, key)
     # 3: bit rot after publishing: no artifact matches its digest any more.
-    for artifact in artifacts(publish("3", 0.7, key)):
-        data = bytearray(artifact.read_bytes())
-        data[len(data) // 2] ^= 0xFF
-        artifact.write_bytes(bytes(data))
+    flip_a_byte(publish("3", 0.7, key))
     # 4: a valid artifact signed by someone without the service's key.
     publish("4", 0.8, key + "-not-ours")
     # 5: a publisher bug: the files are cut short but digested and signed as they are.
-    directory = publish("5", 0.9, key)
-    manifest = Manifest.read(directory)
-    for artifact in artifacts(directory):
-        artifact.write_bytes(artifact.read_bytes()[:200])
-    manifest.sha256 = file_sha256(directory / manifest.artifact)
-    if manifest.compiled and manifest.compiled.artifact:
-        manifest.compiled.sha256 = file_sha256(directory / manifest.compiled.artifact)
-    manifest.signature = sign(key.encode(), manifest.signed_fields())
-    manifest.write(directory)
+    cut_short_and_resign(publish("5", 0.9, key), key.encode())
     return root
-
-
-def artifacts(version_dir: Path) -> list[Path]:
-    """Every artifact of a version: the estimator and, when published, its compiled graph."""
-    return sorted(p for p in version_dir.iterdir() if p.name != "manifest.json")
 
 
 def predictor_cli(*args: str, redis_url: str | None = None) -> float:
@@ -356,9 +323,14 @@ def predictor_cli(*args: str, redis_url: str | None = None) -> float:
     env["PREDICTOR_SIGNING_KEY"] = SIGNING_KEY  # the key the store is signed with (build_store)
     if redis_url:
         env["PREDICTOR_REDIS_URL"] = redis_url
-    result = subprocess.run(
-        [str(PREDICTOR), *args], capture_output=True, text=True, timeout=60, env=env
-    )
+    try:
+        # The CLI imports scikit-learn: a minute or more on a busy 2-core machine. The limit
+        # only stops a hang; the scenario's checks wait for the workers, not for the CLI.
+        result = subprocess.run(
+            [str(PREDICTOR), *args], capture_output=True, text=True, timeout=300, env=env
+        )
+    except subprocess.TimeoutExpired:
+        raise StackError(f"predictor {' '.join(args)} did not return within 300 s") from None
     if result.returncode != 0:
         raise StackError(f"predictor {' '.join(args)} failed: {result.stderr}")
     return time.time()
@@ -406,18 +378,6 @@ def requests_served(url: str) -> float:
         v for n, labels, v in scrape(url)
         if n == "predictor_http_requests_total" and labels.get("method") == "POST"
     )  # fmt: skip
-
-
-def wait_for(check: Callable[[], bool], timeout: float, what: str) -> float:
-    """Poll ``check`` until true; returns the time it first held (after the check returned)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        with contextlib.suppress(OSError):
-            if check():
-                return time.time()
-        if time.monotonic() > deadline:
-            raise StackError(f"{what}: not within {timeout:g}s")
-        time.sleep(0.05)
 
 
 def all_serve(pod: Gunicorn, version: str) -> Callable[[], bool]:
@@ -474,10 +434,11 @@ def check_versions(
 
 
 class Servers:
-    """Stops, by PID, everything a scenario started (in reverse order)."""
+    """Stops, by PID, everything a scenario started (in reverse order); Locust is killed,
+    not stopped: a scenario that ends early has no answers left to wait for."""
 
     def __init__(self) -> None:
-        self.items: list[object] = []
+        self.items: list[ManagedProcess] = []
 
     def add(self, item):  # noqa: ANN001, ANN201 - returns its argument
         self.items.append(item)
@@ -489,7 +450,7 @@ class Servers:
                 if isinstance(item, Load):
                     item.kill()
                 else:
-                    item.stop()  # type: ignore[attr-defined]
+                    item.stop()
 
 
 def start_all(servers: Servers, *pods: Gunicorn) -> tuple[Gunicorn, ...]:
@@ -502,6 +463,18 @@ def start_all(servers: Servers, *pods: Gunicorn) -> tuple[Gunicorn, ...]:
     return pods
 
 
+def redis_pod_under_load(
+    s: Servers, cfg: Config, template: Path, run: Path
+) -> tuple[RedisServer, Gunicorn, Load]:
+    """Redis, one pod announcing over it (its own copy of the store), Locust on the pod."""
+    redis = s.add(RedisServer(run).start())
+    store = copy_store(template, run / "models")
+    api = s.add(pod(cfg, run, store, "pod", redis_url=redis.url).start())
+    # -t only stops a hung run (finish() stops Locust): five CLI calls, each importing
+    # scikit-learn, can take minutes on a busy 2-core machine.
+    return redis, api, s.add(Load(api.url, run / "load", cfg, cfg.seconds + 900).start())
+
+
 # --------------------------------------------------------------------------
 # scenarios
 # --------------------------------------------------------------------------
@@ -510,11 +483,8 @@ def start_all(servers: Servers, *pods: Gunicorn) -> tuple[Gunicorn, ...]:
 def scenario_promotion(cfg: Config, template: Path, run: Path) -> Row:
     s = Servers()
     try:
-        redis = s.add(RedisServer(run).start())
-        store_dir = copy_store(template, run / "models")
-        api = s.add(pod(cfg, run, store_dir, "pod", redis_url=redis.url).start())
+        redis, api, load = redis_pod_under_load(s, cfg, template, run)
         store = str(api.store)
-        load = s.add(Load(api.url, run / "load", cfg, cfg.seconds + 120).start())
         load.at(0.3)
         t_promote = time.time()
         promoted = predictor_cli("promote", MODEL, NEW, "--store", store, redis_url=redis.url)
@@ -753,11 +723,8 @@ def scenario_canary(cfg: Config, template: Path, run: Path) -> Row:
     """Canary start (30%), change of share (70%), off, start again (50%), promote."""
     s = Servers()
     try:
-        redis = s.add(RedisServer(run).start())
-        store_dir = copy_store(template, run / "models")
-        api = s.add(pod(cfg, run, store_dir, "pod", redis_url=redis.url).start())
+        redis, api, load = redis_pod_under_load(s, cfg, template, run)
         store = str(api.store)
-        load = s.add(Load(api.url, run / "load", cfg, cfg.seconds + 120).start())
         marks: dict[str, float] = {}
         hold = max(2.0, cfg.seconds * 0.1)  # each share serves this long before the next step
 

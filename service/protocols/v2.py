@@ -15,7 +15,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
 import orjson
 from flask import Blueprint, Response, current_app, request
 
@@ -25,24 +24,15 @@ from ..errors import bad_input
 from ..explain.plane import explanations
 from ..http import json_response, prediction_headers, read_body
 from ..manifest import Manifest
-from ..models.loading import LoadedModel
 from ..state import plane
 from ..statistics import Duration, ModelStatistics
-from . import schemas
+from . import schemas, v2_plane
 from .openapi import BODY_ERRORS, INFER_HEADER, JSON, operation
-from .v2_explain import EXPLANATION, explanation_tensor
-from .v2_tensors import (
-    RequestedOutput,
-    decode_request,
-    encode_output,
-    feature_datatype,
-    tensors_to_rows,
-)
+from .v2_tensors import decode_request, encode_output
 
 bp = Blueprint("v2", __name__)
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
-PREDICT, PREDICT_PROBA = "predict", "predict_proba"
 NO_CURRENT = {503: "The model has no current version."}
 READY = {
     "ok": schemas.ModelReady,
@@ -104,14 +94,14 @@ def ready() -> Response:
 @operation("Model metadata", "v2", ok=schemas.ModelMetadata, errors=NO_CURRENT)
 def model_metadata(name: str) -> Response:
     dp = plane()
-    return json_response(_metadata(dp.manifest(name), dp.versions(name)))
+    return json_response(v2_plane.model_metadata(dp.manifest(name), dp.versions(name)))
 
 
 @bp.get("/v2/models/<name>/versions/<version>")
 @auth.api_key  # version-pinned: needs the key whenever keys are configured
 @operation("Model version metadata", "v2", ok=schemas.ModelMetadata)
 def model_version_metadata(name: str, version: str) -> Response:
-    return json_response(_metadata(plane().manifest(name, version), [version]))
+    return json_response(v2_plane.model_metadata(plane().manifest(name, version), [version]))
 
 
 @bp.get("/v2/models/<name>/ready")
@@ -227,7 +217,7 @@ def _statistics_answer(stats: list[ModelStatistics]) -> Response:
 
 def _config(dp: DataPlane, m: Manifest, versions: list[str]) -> dict[str, Any]:
     """A model configuration in Triton's vocabulary (what ``get_model_config`` reads)."""
-    meta = _metadata(m, versions)
+    meta = v2_plane.model_metadata(m, versions)
 
     def tensors(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
         return [
@@ -258,41 +248,6 @@ _TRITON_TYPE = {
 }
 
 
-def _metadata(m: Manifest, versions: list[str]) -> dict[str, Any]:
-    outputs: list[dict[str, Any]] = [
-        {"name": PREDICT, "datatype": _predict_datatype(m), "shape": [-1]}
-    ]
-    parameters: dict[str, Any] = {"task": m.task, "version": m.version}
-    if m.task == "classification":
-        outputs.append(
-            {"name": PREDICT_PROBA, "datatype": "FP64", "shape": [-1, len(m.classes or [])]}
-        )
-        parameters.update(classes=m.classes, labels=m.output_labels)
-    return {
-        "name": m.name,
-        "versions": versions,
-        "platform": "sklearn",
-        "inputs": [
-            {"name": f.name, "datatype": feature_datatype(f), "shape": [-1]} for f in m.features
-        ],
-        "outputs": outputs,
-        "parameters": parameters,
-    }
-
-
-def _predict_datatype(m: Manifest) -> str:
-    """What ``predict()`` returns: the class values' type, or FP64 for a regressor."""
-    if m.task != "classification" or not m.classes:
-        return "FP64"
-    if all(type(c) is bool for c in m.classes):
-        return "BOOL"
-    if all(type(c) is int for c in m.classes):
-        return "INT64"
-    if all(type(c) in (int, float) for c in m.classes):
-        return "FP64"
-    return "BYTES"
-
-
 def _infer(name: str, version: str | None) -> Response:
     dp = plane()
     model = dp.model(name, version)
@@ -300,23 +255,12 @@ def _infer(name: str, version: str | None) -> Response:
     if not body:
         raise bad_input("invalid_json", "request body is empty: send a V2 inference request")
     req = decode_request(body, request.headers.get(HEADER_LENGTH))
-    wanted = _outputs_wanted(model, req.outputs)
-    rows = tensors_to_rows(req.inputs, model.manifest.features, dp.settings.MAX_ROWS)
-    result = dp.predict(model, rows, with_proba=PREDICT_PROBA in wanted)
+    result = v2_plane.infer(dp, explanations(current_app), model, req.inputs, req.outputs)
 
     outputs, blobs = [], []
-    for out in wanted.values():
-        if out.name == EXPLANATION:
-            datatype, array = explanation_tensor(explanations(current_app), model, rows, out)
-        elif out.name == PREDICT:
-            datatype = _predict_datatype(model.manifest)
-            array = np.asarray(result.raw, dtype=object if datatype == "BYTES" else None)
-        elif result.proba is not None:
-            datatype, array = "FP64", np.asarray(result.proba, dtype=np.float64)
-        else:  # the runtime gave no probabilities after all
-            raise bad_input("unknown_output", f"model {model.name!r} gives no predict_proba")
-        binary = req.binary_output if out.binary is None else out.binary
-        tensor, blob = encode_output(out.name, datatype, array, binary)
+    for out in result.outputs:
+        binary = req.binary_output if out.requested.binary is None else out.requested.binary
+        tensor, blob = encode_output(out.name, out.datatype, out.array, binary)
         outputs.append(tensor)
         if blob is not None:
             blobs.append(blob)
@@ -325,7 +269,7 @@ def _infer(name: str, version: str | None) -> Response:
     if req.id is not None:
         answer["id"] = req.id
     answer["outputs"] = outputs
-    headers = prediction_headers(dp, result)
+    headers = prediction_headers(dp, result.prediction)
     if not blobs:
         return json_response(answer, headers=headers)
     header = orjson.dumps(answer)
@@ -333,21 +277,3 @@ def _infer(name: str, version: str | None) -> Response:
     return Response(
         b"".join([header, *blobs]), headers=headers, mimetype="application/octet-stream"
     )
-
-
-def _outputs_wanted(
-    model: LoadedModel, requested: list[RequestedOutput]
-) -> dict[str, RequestedOutput]:
-    has_proba = model.is_classifier and model.runtime.has_proba
-    available = [PREDICT, PREDICT_PROBA, EXPLANATION] if has_proba else [PREDICT, EXPLANATION]
-    if not requested:
-        return {PREDICT: RequestedOutput(PREDICT, None)}
-    wanted: dict[str, RequestedOutput] = {}
-    for out in requested:
-        if out.name not in available:
-            raise bad_input(
-                "unknown_output",
-                f"model {model.name!r} has no output {out.name!r}; available: {available}",
-            )
-        wanted[out.name] = out
-    return wanted

@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import logging
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
 from service.app import create_app
 from service.auth import hash_key
 from service.settings import Settings
-from tests.helpers import IRIS_ROW
+from tests.helpers import IRIS_ROW, run_cli
 
 KEY = "k-alice-0123456789"
 OTHER = "k-bob-9876543210"
@@ -68,10 +65,9 @@ def test_bad_key_entry_is_refused_at_start(store_dir):
 
 
 def test_cli_creates_a_key_whose_entry_verifies(tmp_path):
-    predictor = str(Path(sys.executable).with_name("predictor"))
-    out = subprocess.run(
-        [predictor, "api-key", "new", "carol"], capture_output=True, text=True, timeout=60
-    ).stdout.splitlines()
+    result = run_cli("api-key", "new", "carol")
+    assert result.returncode == 0, result.stderr
+    out = result.stdout.splitlines()
     key = out[0].rsplit(" ", 1)[1]
     entry = out[1].rsplit(" ", 1)[1]
     assert entry == f"carol:{hash_key(key)}"

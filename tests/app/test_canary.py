@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import sys
 from collections import Counter
 from pathlib import Path
 
@@ -20,9 +19,7 @@ from service.state import state
 from service.store import ModelStore
 
 from ..conftest import IRIS_ROW
-from ..helpers import resign
-
-PREDICTOR = str(Path(sys.executable).with_name("predictor"))
+from ..helpers import resign, run_cli
 
 
 def add_version(store: ModelStore, source: str = "1", target: str = "2") -> None:
@@ -46,13 +43,9 @@ def answered_by(client, n: int, headers: dict | None = None) -> Counter:  # noqa
 
 
 def cli(store_dir: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [PREDICTOR, *args, "--store", str(store_dir)],
-        capture_output=True, text=True, timeout=120,
-        # The test signing key lives under XDG_CONFIG_HOME (tests/conftest.py).
-        env={"PATH": "/usr/bin:/bin",
-             **{k: os.environ[k] for k in ("XDG_CONFIG_HOME", "HOME") if k in os.environ}},
-    )  # fmt: skip
+    # No PREDICTOR_* setting but the store; the test signing key lives under
+    # XDG_CONFIG_HOME (tests/conftest.py).
+    return run_cli(*args, "--store", str(store_dir))
 
 
 def version_requests(version: str, role: str) -> float:

@@ -33,7 +33,7 @@ from sklearn.impute import SimpleImputer
 from sklearn.linear_model import Lasso, LogisticRegression, Ridge
 from sklearn.neighbors import KNeighborsClassifier
 from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import OneHotEncoder, OrdinalEncoder, StandardScaler
+from sklearn.preprocessing import OrdinalEncoder, StandardScaler
 from sklearn.svm import SVC, LinearSVC
 from sklearn.tree import DecisionTreeClassifier
 
@@ -42,6 +42,7 @@ from service.app import create_app
 from service.runtimes.sklearn import to_estimator_input
 from service.settings import Settings
 from service.verification_data import validated
+from tests.helpers import mixed, onehot_pipeline, with_gaps
 
 from . import protocols
 
@@ -82,49 +83,6 @@ def wine() -> pd.DataFrame:
 
 def diabetes() -> pd.DataFrame:
     return _frame(load_diabetes)
-
-
-def with_gaps(frame: pd.DataFrame, columns: list[str], rate: float = 0.1) -> pd.DataFrame:
-    rng = np.random.default_rng(1)
-    frame = frame.copy()
-    for c in columns:
-        frame.loc[rng.random(len(frame)) < rate, c] = np.nan
-    return frame
-
-
-def mixed(target_kind: str) -> pd.DataFrame:
-    rng = np.random.default_rng(2)
-    n = 600
-    frame = pd.DataFrame(
-        {
-            "age": rng.integers(18, 90, n),
-            "income": rng.gamma(3.0, 15000.0, n).round(2),
-            "colour": rng.choice(["red", "green", "blue"], n),
-            "city": rng.choice(["paris", "oslo", "rome", "lima"], n),
-        }
-    )
-    score = frame.age / 40 + (frame.colour == "red") - frame.income / 60000 + rng.normal(0, 0.3, n)
-    frame["target"] = score > 0.9 if target_kind == "bool" else np.where(score > 0.9, "yes", "no")
-    return with_gaps(frame, ["income", "city"], 0.08)
-
-
-def onehot_pipeline():  # noqa: ANN201
-    return make_pipeline(
-        ColumnTransformer(
-            [
-                ("num", make_pipeline(SimpleImputer(), StandardScaler()), ["age", "income"]),
-                (
-                    "cat",
-                    make_pipeline(
-                        SimpleImputer(strategy="most_frequent"),
-                        OneHotEncoder(handle_unknown="ignore"),
-                    ),
-                    ["colour", "city"],
-                ),
-            ]
-        ),
-        LogisticRegression(max_iter=1000),
-    )
 
 
 def ordinal_pipeline():  # noqa: ANN201

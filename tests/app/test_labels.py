@@ -8,7 +8,6 @@ position, so a churn model whose classes are ``['leave', 'stay']`` answered
 from __future__ import annotations
 
 import subprocess
-import sys
 from pathlib import Path
 
 import joblib
@@ -22,16 +21,16 @@ from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
 from service.app import create_app
 from service.settings import Settings
+from tests.helpers import run_cli
 
 from . import protocols
 
-PREDICTOR = str(Path(sys.executable).with_name("predictor"))
 CHURN_ROW = [30, "basic", 10.0, "us"]
 CHURN_FEATURES = ["age", "plan", "spend", "region"]
 
 
 def cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([PREDICTOR, *args], capture_output=True, text=True, timeout=300)
+    return run_cli(*args)
 
 
 def churn_frame(n: int = 400, seed: int = 0) -> pd.DataFrame:

@@ -22,9 +22,11 @@ from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc as pb_grpc
 from tritonclient.utils import InferenceServerException
 
+from service import verification_data
 from service.manifest import Feature
-from service.publish import publish_estimator
+from service.publish import publish_estimator, publish_model
 from service.store import ModelStore
+from tests.helpers import mixed, onehot_pipeline
 from tools.stack import Gunicorn, free_port, wait_until
 
 IRIS_ROWS = np.array(
@@ -55,8 +57,20 @@ def _plan_model() -> tuple[object, list[Feature]]:
     return pipe, [Feature(name="plan", type="string"), Feature(name="spend")]
 
 
+USER_MODEL = "accounts"
+
+
 @pytest.fixture(scope="module")
-def store_dir(demo_store_template, tmp_path_factory):
+def user_model() -> tuple[object, pd.DataFrame]:
+    """A user's DataFrame Pipeline: int and float columns, two string columns, string
+    classes ("yes"/"no"), gaps in ``income`` and ``city``; fitted, with its features."""
+    frame = mixed("str")
+    X = frame.drop(columns="target")
+    return onehot_pipeline().fit(X, frame["target"]), frame
+
+
+@pytest.fixture(scope="module")
+def store_dir(demo_store_template, tmp_path_factory, user_model):
     root = tmp_path_factory.mktemp("grpc") / "models"
     shutil.copytree(demo_store_template, root)
     pipe, features = _plan_model()
@@ -64,6 +78,14 @@ def store_dir(demo_store_template, tmp_path_factory):
         ModelStore(root), pipe, name="plans", features=features,
         sample_input=[["basic", 12.0], ["pro", 85.0]], promote=True,
     )  # fmt: skip
+    estimator, frame = user_model
+    # Published as a user would, from the data alone (the compiled graph's verification
+    # on fewer synthetic rows: the distribution checks are not this file's business).
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(verification_data, "SYNTHETIC_ROWS", 5_000)
+        publish_model(
+            estimator, name=USER_MODEL, data=frame, target="target", store=root, promote=True
+        )
     return root
 
 
@@ -186,6 +208,71 @@ def test_bytes_string_feature(server, client):
     got = [v.decode() for v in result.as_numpy("predict").tolist()]
     assert got == rest["predict"]["data"]
     assert set(got) <= {"stay", "leave"}
+
+
+def _user_inputs(client, rows: pd.DataFrame) -> list:
+    """One tensor per feature, typed as the model metadata advertises: NaN for a missing
+    number; BYTES for strings (the protocol's BYTES has no null element)."""
+    meta = client.get_model_metadata(USER_MODEL, as_json=True)
+    inputs = []
+    for spec in meta["inputs"]:
+        column = rows[spec["name"]]
+        if spec["datatype"] == "BYTES":
+            assert column.notna().all(), "a missing string has no BYTES encoding"
+            data = np.array([str(v).encode() for v in column], dtype=np.object_)
+        else:
+            dtype = {"INT64": np.int64, "FP64": np.float64, "BOOL": np.bool_}[spec["datatype"]]
+            data = column.to_numpy(dtype=dtype)
+        tensor = grpcclient.InferInput(spec["name"], [len(rows)], spec["datatype"])
+        tensor.set_data_from_numpy(data)
+        inputs.append(tensor)
+    return inputs
+
+
+def test_user_pipeline_answers_what_predict_answers(client, user_model):
+    """A user's model over gRPC with the stock tritonclient: strings as BYTES, missing
+    numbers as NaN; every class equals ``estimator.predict``, every probability
+    ``predict_proba`` (1e-5: the compiled graph may serve it)."""
+    estimator, frame = user_model
+    meta = client.get_model_metadata(USER_MODEL, as_json=True)
+    assert {i["name"]: i["datatype"] for i in meta["inputs"]} == {
+        "age": "INT64", "income": "FP64", "colour": "BYTES", "city": "BYTES",
+    }  # fmt: skip
+    assert {o["name"]: o["datatype"] for o in meta["outputs"]} == {
+        "predict": "BYTES",
+        "predict_proba": "FP64",
+    }
+    X = frame.drop(columns="target")
+    rng = np.random.default_rng(7)
+    rows = X[X.city.notna()].iloc[rng.integers(0, int(X.city.notna().sum()), 300)]
+    rows = rows.reset_index(drop=True)
+    rows.loc[rng.random(len(rows)) < 0.15, "income"] = np.nan  # more gaps than the data's
+    assert rows.income.isna().sum() >= 20
+
+    result = _infer(client, USER_MODEL, _user_inputs(client, rows))
+    got = _decoded(result.as_numpy("predict"))
+    assert got == estimator.predict(rows).tolist()
+    assert set(got) == {"yes", "no"}
+    proba = result.as_numpy("predict_proba")
+    np.testing.assert_allclose(proba, estimator.predict_proba(rows), rtol=0, atol=1e-5)
+
+    only_predict = _infer(client, USER_MODEL, _user_inputs(client, rows), outputs=("predict",))
+    assert _decoded(only_predict.as_numpy("predict")) == got
+    assert only_predict.as_numpy("predict_proba") is None
+
+
+def test_user_pipeline_names_a_string_feature_sent_as_numbers(client, user_model):
+    _, frame = user_model
+    rows = frame.drop(columns="target").dropna().head(3).reset_index(drop=True)
+    inputs = _user_inputs(client, rows)
+    colour = grpcclient.InferInput("colour", [3], "FP64")
+    colour.set_data_from_numpy(np.array([1.0, 2.0, 3.0]))
+    inputs = [colour if t.name() == "colour" else t for t in inputs]
+    with pytest.raises(InferenceServerException) as err:
+        _infer(client, USER_MODEL, inputs)
+    assert "INVALID_ARGUMENT" in _status(err.value)
+    assert 'feature "colour" is string; send BYTES' in err.value.message()
+    assert client.is_model_ready(USER_MODEL)
 
 
 def test_typed_contents_answer_typed(server):

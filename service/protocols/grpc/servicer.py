@@ -14,17 +14,13 @@ from collections.abc import Callable
 from typing import Any
 
 import grpc
-import numpy as np
 
 from ... import metrics
 from ...auth import ApiKeys
 from ...dataplane import DataPlane
 from ...errors import PredictorError
 from ...explain.plane import Explanations
-from ..v2 import PREDICT, PREDICT_PROBA, _metadata, _outputs_wanted
-from ..v2 import _predict_datatype as predict_datatype
-from ..v2_explain import EXPLANATION, explanation_tensor
-from ..v2_tensors import tensors_to_rows
+from .. import v2_plane
 from . import inference_pb2 as pb
 from . import inference_pb2_grpc as pb_grpc
 from .tensors import decode_inputs, encode_output, requested_outputs
@@ -105,9 +101,10 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         def answer() -> pb.ModelMetadataResponse:
             st = self.st
             if request.version:
-                meta = _metadata(st.manifest(request.name, request.version), [request.version])
+                manifest, versions = st.manifest(request.name, request.version), [request.version]
             else:
-                meta = _metadata(st.manifest(request.name), st.versions(request.name))
+                manifest, versions = st.manifest(request.name), st.versions(request.name)
+            meta = v2_plane.model_metadata(manifest, versions)
             response = pb.ModelMetadataResponse(
                 name=meta["name"], versions=meta["versions"], platform=meta["platform"]
             )
@@ -128,24 +125,16 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         self._check_key(context)
         st = self.st
         model = st.model(request.model_name, request.model_version or None)
-        inputs = decode_inputs(request)
-        wanted = _outputs_wanted(model, requested_outputs(request))
-        rows = tensors_to_rows(inputs, model.manifest.features, st.settings.MAX_ROWS)
-        result = st.predict(model, rows, with_proba=PREDICT_PROBA in wanted)
+        result = v2_plane.infer(
+            st, self.explanations, model, decode_inputs(request), requested_outputs(request)
+        )
         response = pb.ModelInferResponse(model_name=model.name, model_version=model.version)
         if request.id:
             response.id = request.id
-        raw = bool(request.raw_input_contents)
-        for out in wanted.values():
-            if out.name == EXPLANATION:
-                datatype, array = explanation_tensor(self.explanations, model, rows, out)
-            elif out.name == PREDICT:
-                datatype = predict_datatype(model.manifest)
-                array = np.asarray(result.raw, dtype=object if datatype == "BYTES" else None)
-            else:
-                datatype, array = "FP64", np.asarray(result.proba, dtype=np.float64)
-            encode_output(response, out.name, datatype, array, raw)
-        context.set_trailing_metadata((("x-cache", result.cache_status),))
+        raw = bool(request.raw_input_contents)  # answer in the form the client sent
+        for out in result.outputs:
+            encode_output(response, out.name, out.datatype, out.array, raw)
+        context.set_trailing_metadata((("x-cache", result.prediction.cache_status),))
         return response
 
     # --- internals -------------------------------------------------------------
