@@ -38,13 +38,12 @@ os.environ["PREDICTOR_DRAIN_FLAG"] = os.path.join(
 bind = _settings.BIND
 workers = _settings.worker_count()
 threads = _settings.THREADS
-# gthread, even with one thread: it keeps nginx's upstream connections alive, where the
-# sync worker closes each one (a connect, a graceful close and a new accept per request).
-# Measured before/after in one `make bench` run (docs/benchmarks.md, "Levers"): fewer
-# CPU µs per request through nginx. gunicorn's own class, with Predictor's response
-# (service/worker.py); GUNICORN_CMD_ARGS=--worker-class=service.worker.SyncWorker
-# selects the sync one.
-worker_class = "service.worker.ThreadWorker"
+# sync by default. gthread keeps nginx's upstream connections alive and measured fewer
+# CPU µs per request in one `make bench` run (docs/benchmarks.md, "Levers"), but the
+# chaos worker-kill row failed with it: a stopped or killed worker strands the kept-alive
+# connections nginx holds to it, and nginx answered 502 around the kill. gthread when
+# PREDICTOR_THREADS > 1. gunicorn's own classes, with Predictor's response (service/worker.py).
+worker_class = "service.worker.ThreadWorker" if threads > 1 else "service.worker.SyncWorker"
 # Load the models once in the master: workers share their pages copy-on-write.
 preload_app = True
 timeout = 30

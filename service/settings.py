@@ -175,9 +175,7 @@ class Settings(BaseSettings):
     # --- process ---------------------------------------------------------
     BIND: str = Field("127.0.0.1:8000", description="Address gunicorn listens on.")
     WORKERS: int | None = Field(None, ge=1, description="Gunicorn workers; default = CPU count.")
-    THREADS: int = Field(
-        1, ge=1, description="Threads per gunicorn worker (gthread, which keeps connections alive)."
-    )
+    THREADS: int = Field(1, ge=1, description="Threads per worker (gthread when above 1).")
     EXPLAIN_NICE: int = Field(
         10,
         ge=0,
