@@ -462,17 +462,22 @@ def _signing_key(args: argparse.Namespace) -> int:
     return 0
 
 
+def _exec_gunicorn(workers: int | None) -> int:
+    """Replace this process with gunicorn serving the app on the PREDICTOR_* just set."""
+    if workers:
+        os.environ["PREDICTOR_WORKERS"] = str(workers)
+    gunicorn = Path(sys.executable).with_name("gunicorn")
+    command = [str(gunicorn), "-c", "python:service.gunicorn_conf", "service.wsgi:app"]
+    os.execv(command[0], command)
+    return 0  # pragma: no cover - execv does not return
+
+
 def _serve(args: argparse.Namespace) -> int:
     if args.store is not None:
         os.environ["PREDICTOR_MODEL_STORE"] = str(args.store)
     if args.bind:
         os.environ["PREDICTOR_BIND"] = args.bind
-    if args.workers:
-        os.environ["PREDICTOR_WORKERS"] = str(args.workers)
-    gunicorn = Path(sys.executable).with_name("gunicorn")
-    command = [str(gunicorn), "-c", "python:service.gunicorn_conf", "service.wsgi:app"]
-    os.execv(command[0], command)
-    return 0  # pragma: no cover - execv does not return
+    return _exec_gunicorn(args.workers)
 
 
 def _kserve(args: argparse.Namespace) -> int:
@@ -521,12 +526,7 @@ def _kserve(args: argparse.Namespace) -> int:
         PREDICTOR_BIND=f"{args.host}:{args.http_port}",
         PREDICTOR_GRPC_BIND=f"{args.host}:{args.grpc_port}" if args.grpc_port else "",
     )
-    if args.workers:
-        os.environ["PREDICTOR_WORKERS"] = str(args.workers)
-    gunicorn = Path(sys.executable).with_name("gunicorn")
-    command = [str(gunicorn), "-c", "python:service.gunicorn_conf", "service.wsgi:app"]
-    os.execv(command[0], command)
-    return 0  # pragma: no cover - execv does not return
+    return _exec_gunicorn(args.workers)
 
 
 def _metrics_text(metrics: dict[str, float]) -> str:
