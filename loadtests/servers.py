@@ -143,6 +143,8 @@ class SeedApp(Server):
         self.model_file = model_file
         self.port = 0
 
+    app, log_name = "loadtests.seed_app:app", "seed-app"
+
     def start(self) -> None:
         self.port = free_port()
         argv = [
@@ -150,10 +152,10 @@ class SeedApp(Server):
             "-w", "2", "-k", "sync",
             "-b", f"127.0.0.1:{self.port}",
             "--no-control-socket",
-            "loadtests.seed_app:app",
+            self.app,
         ]  # fmt: skip
         env = {"SEED_MODEL_PATH": str(self.model_file), "PYTHONPATH": str(ROOT)}
-        self.procs.append(Command(self.workdir, "seed-app", argv, env).start())
+        self.procs.append(Command(self.workdir, self.log_name, argv, env).start())
 
     def url(self, model: str, direct: bool = False, rows: int = 1, protocol: str = "") -> str:
         # Batches go to the batch route this copy adds (same body as /predict).
@@ -166,19 +168,10 @@ class FloorApp(SeedApp):
 
     name = "floor"
 
-    def __init__(self, workdir: Path) -> None:
-        super().__init__(workdir, Path("/dev/null"))
+    app, log_name = "loadtests.floor_app:app", "floor"
 
-    def start(self) -> None:
-        self.port = free_port()
-        argv = [
-            str(VENV_BIN / "gunicorn"),
-            "-w", "2", "-k", "sync",
-            "-b", f"127.0.0.1:{self.port}",
-            "--no-control-socket",
-            "loadtests.floor_app:app",
-        ]  # fmt: skip
-        self.procs.append(Command(self.workdir, "floor", argv, {"PYTHONPATH": str(ROOT)}).start())
+    def __init__(self, workdir: Path) -> None:
+        super().__init__(workdir, Path("/dev/null"))  # the floor reads no model
 
     def url(self, model: str, direct: bool = False, rows: int = 1, protocol: str = "") -> str:
         return f"http://127.0.0.1:{self.port}/predict"
