@@ -1,4 +1,7 @@
-"""The V2 ``explanation`` output, as a V2 client asks for it: REST (JSON and binary) and gRPC.
+"""The V2 ``explanation`` output, as a V2 client asks for it: REST (JSON and binary).
+gRPC is tests/stack/test_grpc_tritonclient.py (against the real gunicorn: our generated
+proto and tritonclient's cannot share one process's descriptor pool, and pytest's
+collection imports tritonclient).
 
 Every row adds up (``base_value + sum(contributions) == output`` within 1e-6) and
 ``output`` is what the same response's ``predict_proba`` (or ``predict``) reports
@@ -192,66 +195,3 @@ def test_openapi_documents_the_explanation_output(client):
     )
     infer = spec["paths"]["/v2/models/{name}/infer"]["post"]
     assert "501" in infer["responses"] and "explanation" in infer["description"]
-
-
-# --- gRPC: the same output through a stock tritonclient -----------------------------
-
-
-@pytest.fixture
-def grpc_url(store_dir, knn_app):
-    from service.protocols.grpc.server import build_server
-
-    server, _, port = build_server(Settings(MODEL_STORE=store_dir, GRPC_BIND="127.0.0.1:0"))
-    server.start()
-    try:
-        yield f"127.0.0.1:{port}"
-    finally:
-        server.stop(grace=None)
-
-
-def test_grpc_explanation_output(grpc_url):
-    """Over a real gRPC channel (the stub of our proto; tritonclient's own proto cannot share a
-    process with it: tests/stack/test_grpc_tritonclient.py asks through tritonclient)."""
-    import grpc
-
-    from service.protocols.grpc import inference_pb2 as pb
-    from service.protocols.grpc import inference_pb2_grpc as pb_grpc
-
-    def request(model: str, *outputs: pb.ModelInferRequest.InferRequestedOutputTensor):
-        req = pb.ModelInferRequest(model_name=model, outputs=list(outputs))
-        tensor = req.inputs.add(name="input-0", datatype="FP64", shape=[len(IRIS_ROWS), 4])
-        tensor.contents.fp64_contents.extend(v for row in IRIS_ROWS for v in row)
-        return req
-
-    def output(name: str, **parameters: str) -> pb.ModelInferRequest.InferRequestedOutputTensor:
-        out = pb.ModelInferRequest.InferRequestedOutputTensor(name=name)
-        for key, value in parameters.items():
-            out.parameters[key].string_param = value
-        return out
-
-    with grpc.insecure_channel(grpc_url) as channel:
-        stub = pb_grpc.GRPCInferenceServiceStub(channel)
-        answer = stub.ModelInfer(
-            request("iris", output("predict"), output("predict_proba"), output("explanation"))
-        )
-        by_name = {o.name: o for o in answer.outputs}
-        predict = [v.decode() for v in by_name["predict"].contents.bytes_contents]
-        proba = list(by_name["predict_proba"].contents.fp64_contents)
-        elements = [v.decode() for v in by_name["explanation"].contents.bytes_contents]
-        assert by_name["explanation"].datatype == "BYTES"
-        rows = check_rows(elements, predict, proba, 4)
-        assert {r["method"] for r in rows} == {"exact_shapley"}
-
-        answer = stub.ModelInfer(request("iris", output("explanation", output_kind="log_odds")))
-        kinds = {json.loads(v)["output_kind"] for v in answer.outputs[0].contents.bytes_contents}
-        assert kinds == {"log_odds"}
-
-        with pytest.raises(grpc.RpcError) as bad:
-            stub.ModelInfer(request("iris", output("explanation", output_kind="logit")))
-        assert bad.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-        assert "output_kind must be one of" in bad.value.details()
-
-        with pytest.raises(grpc.RpcError) as refused:
-            stub.ModelInfer(request("iris-knn", output("explanation")))
-        assert refused.value.code() == grpc.StatusCode.UNIMPLEMENTED
-        assert "KNeighborsClassifier" in refused.value.details()

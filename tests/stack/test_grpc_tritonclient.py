@@ -15,7 +15,9 @@ import pytest
 import requests
 import tritonclient.grpc as grpcclient
 from sklearn.compose import ColumnTransformer
+from sklearn.datasets import load_iris
 from sklearn.linear_model import LogisticRegression
+from sklearn.neighbors import KNeighborsClassifier
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 from tritonclient.grpc import service_pb2 as pb
@@ -74,6 +76,12 @@ def store_dir(demo_store_template, tmp_path_factory, user_model):
     root = tmp_path_factory.mktemp("grpc") / "models"
     shutil.copytree(demo_store_template, root)
     pipe, features = _plan_model()
+    iris = load_iris()
+    publish_estimator(  # a family with no exact explainer: the explanation output is refused
+        ModelStore(root), KNeighborsClassifier().fit(iris.data, iris.target), name="iris-knn",
+        features=[Feature(name=n.replace(" ", "_")) for n in iris.feature_names],
+        sample_input=iris.data[:3].tolist(), held_out=iris.data[::10], promote=True,
+    )  # fmt: skip
     publish_estimator(
         ModelStore(root), pipe, name="plans", features=features,
         sample_input=[["basic", 12.0], ["pro", 85.0]], promote=True,
@@ -391,6 +399,64 @@ def test_explanation_output_through_tritonclient_equals_rest(server, client):
         explanation._output.parameters["output_kind"].string_param = "log_odds"  # no API for it
         client.infer("iris-rf", [tensor], outputs=[explanation], headers=KEY)
     assert "available: ['probability']" in refused.value.message()
+
+
+def test_explanation_output_parameters_and_refusals_over_raw_stubs(server):
+    """The parameters tritonclient has no API for, through its generated stub: the default
+    is the probability of the predicted class, ``output_kind=log_odds`` is honoured for a
+    linear model, a bad kind is INVALID_ARGUMENT naming the choices, a family with no exact
+    explainer is UNIMPLEMENTED naming it, and predict keeps serving after each."""
+    import json
+
+    def request(model: str, *outputs: tuple[str, dict[str, str]]) -> pb.ModelInferRequest:
+        req = pb.ModelInferRequest(model_name=model)
+        tensor = req.inputs.add(name="input-0", datatype="FP64", shape=list(IRIS_ROWS.shape))
+        tensor.contents.fp64_contents.extend(IRIS_ROWS.ravel().tolist())
+        for name, parameters in outputs:
+            out = req.outputs.add(name=name)
+            for key, value in parameters.items():
+                out.parameters[key].string_param = value
+        return req
+
+    metadata = (("authorization", f"Bearer {API_KEY}"),)
+    with grpc.insecure_channel(server.grpc_address) as channel:
+        stub = pb_grpc.GRPCInferenceServiceStub(channel)
+        answer = stub.ModelInfer(
+            request("iris", ("predict", {}), ("predict_proba", {}), ("explanation", {})),
+            metadata=metadata,
+        )
+        by_name = {o.name: o for o in answer.outputs}
+        assert by_name["explanation"].datatype == "BYTES"
+        predict = [v.decode() for v in by_name["predict"].contents.bytes_contents]
+        proba = np.array(by_name["predict_proba"].contents.fp64_contents).reshape(len(predict), -1)
+        rows = [json.loads(v) for v in by_name["explanation"].contents.bytes_contents]
+        assert [r["prediction"] for r in rows] == predict
+        for row, p in zip(rows, proba, strict=True):
+            assert len(row["contributions"]) == len(row["features"]) == 4
+            assert abs(row["base_value"] + sum(row["contributions"]) - row["output"]) <= 1e-6
+            assert abs(row["output"] - p.max()) <= 1e-6
+            assert row["method"] == "exact_shapley" and row["output_kind"] == "probability"
+
+        answer = stub.ModelInfer(
+            request("iris", ("explanation", {"output_kind": "log_odds"})), metadata=metadata
+        )
+        kinds = {json.loads(v)["output_kind"] for v in answer.outputs[0].contents.bytes_contents}
+        assert kinds == {"log_odds"}
+
+        with pytest.raises(grpc.RpcError) as bad:
+            stub.ModelInfer(
+                request("iris", ("explanation", {"output_kind": "logit"})), metadata=metadata
+            )
+        assert bad.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "output_kind must be one of" in bad.value.details()
+
+        with pytest.raises(grpc.RpcError) as refused:
+            stub.ModelInfer(request("iris-knn", ("explanation", {})), metadata=metadata)
+        assert refused.value.code() == grpc.StatusCode.UNIMPLEMENTED
+        assert "KNeighborsClassifier" in refused.value.details()
+
+        ok = stub.ModelInfer(request("iris-knn", ("predict", {})), metadata=metadata)
+        assert list(ok.outputs[0].contents.int64_contents) == [0, 1, 2]  # iris-knn: int classes
 
 
 def test_grpc_calls_show_in_the_http_metrics(server, client):
