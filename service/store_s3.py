@@ -42,7 +42,14 @@ from . import metrics
 from .artifacts import artifact_path, check_digest
 from .errors import ArtifactRejected, PredictorError, not_found
 from .manifest import MANIFEST_FILE, Manifest
-from .store import CURRENT_FILE, HISTORY_FILE, NAME_PATTERN, check_name, version_sort_key
+from .store import (
+    CURRENT_FILE,
+    HISTORY_FILE,
+    NAME_PATTERN,
+    VERIFIED_FILE,
+    check_name,
+    version_sort_key,
+)
 
 log = logging.getLogger("predictor.store")
 
@@ -153,16 +160,18 @@ class S3ModelStore:
         return [line.strip() for line in (text or "").splitlines() if line.strip()]
 
     def manifest(self, name: str, version: str) -> Manifest:
+        return self._manifest(name, version)[0]
+
+    def _manifest(self, name: str, version: str) -> tuple[Manifest, bytes]:
+        """The version's manifest as S3 holds it now, with its bytes (conditional GETs)."""
         if not NAME_PATTERN.match(name) or name not in self.names():
             raise not_found("model_not_found", f"model {name!r} not found in the store")
         if NAME_PATTERN.match(version):
-            local = self.cache_dir / name / version / MANIFEST_FILE
-            if local.is_file():  # versions are immutable: a verified local copy is the truth
-                return Manifest.model_validate_json(local.read_bytes())
+            key = self._key(name, version, MANIFEST_FILE)
             body = self._read(
                 f"manifest:{name}/{version}",
                 "manifest",
-                lambda: self._get_bytes(self._key(name, version, MANIFEST_FILE)),
+                lambda: self._get_bytes(key, conditional=True),
             )
             if body is not None:
                 manifest = Manifest.model_validate_json(body)
@@ -170,10 +179,9 @@ class S3ModelStore:
                     raise PredictorError(
                         422,
                         "bad_manifest",
-                        f"{self._key(name, version, MANIFEST_FILE)} describes "
-                        f"{manifest.name} version {manifest.version}",
+                        f"{key} describes {manifest.name} version {manifest.version}",
                     )
-                return manifest
+                return manifest, body
         raise not_found(
             "version_not_found",
             f"model {name!r} has no version {version!r}; "
@@ -181,15 +189,20 @@ class S3ModelStore:
         )
 
     def version_dir(self, name: str, version: str) -> Path:
-        """The local copy of a version, fetched and digest-checked on first use."""
+        """The local copy of a version, fetched and digest-checked on first use.
+
+        The copy is named after the digest of the manifest S3 holds now, not after the
+        version alone: a bucket emptied and published again (or another endpoint with
+        the same URI) has a different version 1, and its files must never be answered
+        from a copy of the old one."""
         check_name("model", name)
         check_name("version", version)
-        local = self.cache_dir / name / version
+        manifest, body = self._manifest(name, version)
+        local = self.cache_dir / name / f"{version}-{hashlib.sha256(body).hexdigest()[:32]}"
         # Copies are renamed into place only whole and digest-checked: one that exists is good.
         # (No marker file inside it: a version directory holds only the manifest's files.)
         if local.is_dir():
             return local
-        manifest = self.manifest(name, version)
         (self.cache_dir / name).mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=".fetch-", dir=self.cache_dir / name))
         try:
@@ -215,7 +228,7 @@ class S3ModelStore:
                 check_digest(
                     artifact_path(tmp, manifest, file_name), digest
                 )  # a tampered or truncated copy never loads
-            manifest.write(tmp)
+            (tmp / MANIFEST_FILE).write_bytes(body)
             try:
                 os.rename(tmp, local)
             except OSError:  # another worker fetched it first: theirs is as good
@@ -232,6 +245,26 @@ class S3ModelStore:
     def broken_versions(self, name: str) -> dict[str, str]:
         """Versions whose manifest cannot be read (only checked when a version loads on S3)."""
         return {}
+
+    def verified(self, name: str) -> str | None:
+        """The last-known-good version (written when a worker first served it), if usable."""
+        if not NAME_PATTERN.match(name):
+            return None
+        try:
+            version = _first_line(self.read_text(name, VERIFIED_FILE))
+        except PredictorError:
+            return None
+        return version if version and version in self.versions(name) else None
+
+    def mark_verified(self, name: str, version: str) -> bool:
+        """Record ``version`` as last-known-good; False when S3 refuses the write."""
+        if self.verified(name) == version:
+            return True
+        try:
+            self.write_text(name, VERIFIED_FILE, version + "\n")
+        except PredictorError:
+            return False
+        return True
 
     # --- writing ---------------------------------------------------------
     def next_version(self, name: str) -> str:

@@ -35,6 +35,7 @@ def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
         PREDICTOR_MODEL_STORE=str(tmp_path / "models"),
         PREDICTOR_SIGNING_KEY_FILE=str(tmp_path / "keys" / "signing.key"),
         PROMETHEUS_MULTIPROC_DIR=str(tmp_path / "metrics"),
+        PREDICTOR_STORE_CACHE_DIR=str(tmp_path / "store-cache"),  # not the shared /tmp default
         PREDICTOR_WORKERS="1",
         PREDICTOR_GRPC_BIND="",
         PYTHONUNBUFFERED="1",
@@ -81,7 +82,9 @@ def test_with_the_s3_service_the_api_serves_from_the_bucket(tmp_path):
     try:
         api.start()
         url = f"http://127.0.0.1:{port}"
-        wait_until(lambda: http_status(url + "/readyz") == 200, 240, "api ready", api.alive)
+        # First start trains and verifies the demo models: minutes on a busy core (compose's
+        # healthcheck allows 600 s); a dead entrypoint ends the wait at once.
+        wait_until(lambda: http_status(url + "/readyz") == 200, 600, "api ready", api.alive)
         r = requests.post(f"{url}/predict", json={"input": [5.1, 3.5, 1.4, 0.2]}, timeout=10)
         assert r.status_code == 200 and r.json()["prediction"] == ["setosa"], r.text
         log = api.log_file.read_text()

@@ -67,10 +67,11 @@ def test_gunicorn_serves_hot_swaps_and_survives_s3_going_away(tmp_path, monkeypa
                  "PREDICTOR_STORE_CACHE_DIR": str(tmp_path / "worker-cache")},
         ).start()  # fmt: skip
         assert served(gunicorn.url) == {"1"}
-        # Each worker's local copy is on disk, digest-checked.
-        assert (
-            tmp_path / "worker-cache" / "iris" / "1" / "manifest.json"
-        ).is_file()  # fetched whole
+        # The workers' local copy is on disk, fetched whole and named after its manifest.
+        (copy,) = (tmp_path / "worker-cache" / "iris").glob("1-*")
+        assert (copy / "manifest.json").read_bytes() == store.client.get_object(
+            Bucket=store.bucket, Key=store._key("iris", "1", "manifest.json")
+        )["Body"].read()
 
         cli_env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path), **env}
         promoted = subprocess.run(

@@ -117,7 +117,7 @@ def test_the_local_copy_is_digest_checked_and_signed_artifacts_verified(s3_env, 
     )
     with pytest.raises(ArtifactRejected, match="does not match the manifest"):
         S3ModelStore(uri, cache_dir=tmp_path / "other-cache").version_dir("m", "1")
-    assert not (tmp_path / "other-cache" / "m" / "1").exists()
+    assert not list((tmp_path / "other-cache").glob("m/1-*"))  # no copy of version 1 kept
 
     # The untouched version loads only with the publisher's key (pickle: signed or nothing).
     n = publish_estimator(
@@ -131,6 +131,58 @@ def test_the_local_copy_is_digest_checked_and_signed_artifacts_verified(s3_env, 
     assert load_estimator(local, store.manifest("n", "1"), KEY.encode()) is not None
     with pytest.raises(ArtifactRejected, match="signature"):
         load_estimator(local, store.manifest("n", "1"), b"another key")
+
+
+def test_a_bucket_published_again_is_never_answered_from_the_old_copy(s3_env, tmp_path):
+    """Versions are immutable inside one bucket's life, not across it: emptied and
+    published again under the same URI (same key), version 1 is another model, and a
+    worker whose cache holds the old version 1 must load the new one, not the copy."""
+    from sklearn.datasets import load_iris
+    from sklearn.tree import DecisionTreeClassifier
+
+    from service.models.loading import load_model
+    from service.publish import publish_estimator
+
+    uri = s3_env["PREDICTOR_MODEL_STORE"]
+    cache = tmp_path / "cache"  # one worker's cache, as default_cache_dir(uri) would be
+    settings = Settings(MODEL_STORE=uri, SIGNING_KEY=KEY)
+    X, y = load_iris(return_X_y=True, as_frame=True)
+    publish_estimator(
+        uri, _iris_estimator(), name="again", signing_key=KEY.encode(), promote=True,
+        compile_graph=False,
+    )  # fmt: skip
+    first = load_model(S3ModelStore(uri, cache_dir=cache), "again", "1", settings)
+    assert first.manifest.estimator == "LogisticRegression"
+
+    store = S3ModelStore(uri, cache_dir=tmp_path / "publisher-cache")
+    listed = store.client.list_objects_v2(Bucket=store.bucket, Prefix=store._key("again", ""))
+    for obj in listed["Contents"]:
+        store.client.delete_object(Bucket=store.bucket, Key=obj["Key"])
+    tree = DecisionTreeClassifier(max_depth=1, random_state=0).fit(X, y)
+    publish_estimator(
+        uri, tree, name="again", signing_key=KEY.encode(), promote=True, compile_graph=False,
+    )  # fmt: skip
+
+    second = load_model(S3ModelStore(uri, cache_dir=cache), "again", "1", settings)
+    assert second.manifest.estimator == "DecisionTreeClassifier"
+    rows = X.iloc[::25]
+    predicted, _ = second.runtime.run(rows.to_numpy(), with_proba=False)
+    assert list(predicted) == list(tree.predict(rows))
+
+
+def test_the_last_known_good_pointer_lives_beside_current_on_s3(s3_env, tmp_path):
+    """What a worker records after first serving a version (the directory store's
+    ``verified`` file) exists on S3 too: a restart refused a new version falls back to it."""
+    uri = s3_env["PREDICTOR_MODEL_STORE"]
+    store = S3ModelStore(uri, cache_dir=tmp_path / "cache")
+    from service.publish import publish_estimator
+
+    publish_estimator(store, _iris_estimator(), name="lkg", compile_graph=False, promote=True)
+    assert store.verified("lkg") is None
+    assert store.mark_verified("lkg", "1") is True
+    assert S3ModelStore(uri, cache_dir=tmp_path / "c2").verified("lkg") == "1"
+    store.write_text("lkg", "verified", "7\n")  # a version that does not exist is not usable
+    assert S3ModelStore(uri, cache_dir=tmp_path / "c3").verified("lkg") is None
 
 
 def test_fifty_concurrent_promotes_lose_no_update(s3_env, tmp_path):
