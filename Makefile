@@ -40,8 +40,9 @@ $(VENV)/.test-installed: pyproject.toml $(wildcard deps/*) scripts/install-test-
 	touch $@
 
 ## The inner loop: tests/unit and tests/app only (no servers), well under 90 s.
+# One pytest process per core (pytest-xdist): no test here shares a port, a file or a server.
 test-fast: $(VENV)/.test-installed
-	$(VENV)/bin/pytest -q -m "unit or app" tests/unit tests/app
+	$(VENV)/bin/pytest -q -n auto -m "unit or app" tests/unit tests/app
 
 lint: install-test
 	$(VENV)/bin/ruff check .
