@@ -39,7 +39,7 @@ $(VENV)/.test-installed: pyproject.toml $(wildcard deps/*) scripts/install-test-
 	bash scripts/install-test-deps.sh
 	touch $@
 
-## The inner loop: tests/unit and tests/app only (no servers), well under 90 s.
+## The inner loop: tests/unit and tests/app only (no servers), 93-104 s on 2 quiet cores.
 # One pytest process per core (pytest-xdist): no test here shares a port, a file or a server.
 test-fast: $(VENV)/.test-installed
 	$(VENV)/bin/pytest -q -n auto -m "unit or app" tests/unit tests/app
