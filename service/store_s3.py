@@ -39,7 +39,6 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from . import metrics
-from .artifacts import artifact_path, check_digest
 from .errors import ArtifactRejected, PredictorError, not_found
 from .manifest import MANIFEST_FILE, Manifest
 from .store import (
@@ -225,9 +224,12 @@ class S3ModelStore:
                     raise PredictorError(
                         503, "store_unavailable", f"cannot fetch s3://{self.bucket}/{key}: {exc}"
                     ) from exc
-                check_digest(
-                    artifact_path(tmp, manifest, file_name), digest
-                )  # a tampered or truncated copy never loads
+                # Imported here: service.artifacts brings skops and all of scikit-learn,
+                # which a CLI listing or promoting versions has no use for.
+                from .artifacts import artifact_path, check_digest
+
+                # A tampered or truncated copy never loads.
+                check_digest(artifact_path(tmp, manifest, file_name), digest)
             (tmp / MANIFEST_FILE).write_bytes(body)
             try:
                 os.rename(tmp, local)
