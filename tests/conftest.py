@@ -9,21 +9,27 @@ runners). Each test gets its directory's marker here, so a file cannot forget on
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
-from service.app import create_app
-from service.demo import train_demo
-from service.settings import Settings
 from service.store import ModelStore
 
 # Re-exported: ``from tests.conftest import IRIS_ROW`` keeps working; new code imports
 # from tests.helpers.
 from tests.helpers import IRIS_FEATURES, IRIS_ROW, IRIS_ROWS  # noqa: F401
+
+if TYPE_CHECKING:
+    from service.settings import Settings
+
+# service.app and service.demo are imported inside the fixtures that use them: importing
+# them here would make pytest-xdist's controller (which only loads this file) pay ~5 s
+# of scikit-learn imports before it starts any worker.
 
 TESTS = Path(__file__).resolve().parent
 KINDS = ("unit", "app", "stack", "deploy")
@@ -85,9 +91,25 @@ def _clean_predictor_env(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture(scope="session")
 def demo_store_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("demo-store") / "models"
-    """Pristine: only ever copied. Serving a store records its last-known-good versions in it."""
-    train_demo(ModelStore(root), signing_key=TEST_SIGNING_KEY)
+    """Pristine: only ever copied. Serving a store records its last-known-good versions in it.
+
+    Trained once per run: under pytest-xdist the workers share one template (the first to
+    take the lock trains it) instead of each training the demo models again.
+    """
+    from service.demo import train_demo
+
+    if "PYTEST_XDIST_WORKER" not in os.environ:
+        root = tmp_path_factory.mktemp("demo-store") / "models"
+        train_demo(ModelStore(root), signing_key=TEST_SIGNING_KEY)
+        return root
+    shared = tmp_path_factory.getbasetemp().parent  # the run's directory, above each worker's
+    root = shared / "demo-store-template" / "models"
+    with open(shared / "demo-store-template.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        if not (shared / "demo-store-template.done").exists():
+            shutil.rmtree(root.parent, ignore_errors=True)  # a worker that died mid-train
+            train_demo(ModelStore(root), signing_key=TEST_SIGNING_KEY)
+            (shared / "demo-store-template.done").touch()
     return root
 
 
@@ -114,11 +136,15 @@ def store(store_dir: Path) -> ModelStore:
 
 @pytest.fixture
 def settings(store_dir: Path) -> Settings:
+    from service.settings import Settings
+
     return Settings(MODEL_STORE=store_dir, MAX_ROWS=50, MAX_BODY_BYTES=64 * 1024)
 
 
 @pytest.fixture
 def app(settings: Settings):  # noqa: ANN201 - Flask app
+    from service.app import create_app
+
     return create_app(settings)
 
 

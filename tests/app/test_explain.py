@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -133,8 +136,11 @@ def mixed_pipeline(final) -> Pipeline:  # noqa: ANN001
     return Pipeline([("pre", pre), ("model", final)])
 
 
-@pytest.fixture
-def mixed_client(store_dir):
+@pytest.fixture(scope="module")
+def mixed_store_template(demo_store_template, tmp_path_factory) -> Path:
+    """The demo store plus three mixed-type Pipelines, trained and published once."""
+    store_dir = tmp_path_factory.mktemp("mixed") / "models"
+    shutil.copytree(demo_store_template, store_dir)
     store = ModelStore(store_dir)
     frame, y = mixed_frame()
     for name, final in (
@@ -151,6 +157,13 @@ def mixed_client(store_dir):
             held_out=frame.tail(50),
             promote=True,
         )
+    return store_dir
+
+
+@pytest.fixture
+def mixed_client(mixed_store_template, tmp_path):
+    store_dir = tmp_path / "models"
+    shutil.copytree(mixed_store_template, store_dir)  # serving records last-known-good in it
     app = create_app(Settings(MODEL_STORE=store_dir, MAX_ROWS=50))
     with app.test_client() as c:
         yield c
