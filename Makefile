@@ -39,7 +39,7 @@ $(VENV)/.test-installed: pyproject.toml $(wildcard deps/*) scripts/install-test-
 	bash scripts/install-test-deps.sh
 	touch $@
 
-## The inner loop: tests/unit and tests/app only (no servers), 71-79 s on 2 quiet cores.
+## The inner loop: tests/unit and tests/app only (no servers), 68-79 s on 2 quiet cores.
 # One pytest process per core (pytest-xdist): no test here shares a port, a file or a server.
 # The fuzzing and load plugins (schemathesis, hypothesis, anyio, locust) serve only
 # tests/stack and tests/deploy; loading them costs each process ~4 s (pytest rewrites
