@@ -202,6 +202,10 @@ class S3ModelStore:
         # (No marker file inside it: a version directory holds only the manifest's files.)
         if local.is_dir():
             return local
+        # Imported only to fetch: service.artifacts brings skops and all of scikit-learn,
+        # which a CLI listing or promoting versions has no use for.
+        from .artifacts import artifact_path, check_digest
+
         (self.cache_dir / name).mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=".fetch-", dir=self.cache_dir / name))
         try:
@@ -224,10 +228,6 @@ class S3ModelStore:
                     raise PredictorError(
                         503, "store_unavailable", f"cannot fetch s3://{self.bucket}/{key}: {exc}"
                     ) from exc
-                # Imported here: service.artifacts brings skops and all of scikit-learn,
-                # which a CLI listing or promoting versions has no use for.
-                from .artifacts import artifact_path, check_digest
-
                 # A tampered or truncated copy never loads.
                 check_digest(artifact_path(tmp, manifest, file_name), digest)
             (tmp / MANIFEST_FILE).write_bytes(body)
