@@ -98,11 +98,9 @@ def demo_store_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """
     from service.demo import train_demo
 
-    if "PYTEST_XDIST_WORKER" not in os.environ:
-        root = tmp_path_factory.mktemp("demo-store") / "models"
-        train_demo(ModelStore(root), signing_key=TEST_SIGNING_KEY)
-        return root
-    shared = tmp_path_factory.getbasetemp().parent  # the run's directory, above each worker's
+    shared = tmp_path_factory.getbasetemp()  # this run's directory...
+    if "PYTEST_XDIST_WORKER" in os.environ:
+        shared = shared.parent  # ...which holds each xdist worker's own
     root = shared / "demo-store-template" / "models"
     with open(shared / "demo-store-template.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
