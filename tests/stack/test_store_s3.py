@@ -244,3 +244,50 @@ def _iris_estimator():  # noqa: ANN202
 
     X, y = load_iris(return_X_y=True, as_frame=True)
     return LogisticRegression(max_iter=300).fit(X, y)
+
+
+def test_a_users_pipeline_served_from_s3_answers_what_predict_answers(
+    s3_env, tmp_path, monkeypatch
+):
+    """The S3 path with a data scientist's own model, not iris: a DataFrame Pipeline with
+    string and number columns, string classes and gaps, published from its data into the
+    bucket, fetched into a worker's cache, asked with missing values on every protocol."""
+    import numpy as np
+
+    from service import verification_data
+    from service.app import create_app
+    from service.publish import publish_model
+    from tests.app import protocols
+    from tests.helpers import mixed, onehot_pipeline
+
+    monkeypatch.setattr(verification_data, "SYNTHETIC_ROWS", 5_000)  # not this test's business
+    uri = s3_env["PREDICTOR_MODEL_STORE"]
+    frame = mixed("str")
+    X = frame.drop(columns="target")
+    estimator = onehot_pipeline().fit(X, frame["target"])
+    publish_model(estimator, name="accounts", data=frame, target="target", store=uri,
+                  signing_key=KEY.encode(), promote=True)  # fmt: skip
+
+    app = create_app(Settings(MODEL_STORE=uri, SIGNING_KEY=KEY, STORE_CACHE_DIR=tmp_path / "c"))
+    asked = X.iloc[::10]
+    rows = [[None if isinstance(v, float) and np.isnan(v) else v for v in row]
+            for row in asked.astype(object).values.tolist()]  # fmt: skip
+    assert any(None in row for row in rows)
+    expected = estimator.predict(asked).tolist()
+    assert set(expected) == {"yes", "no"}  # a model answering one class would not pass
+    with app.test_client() as client:
+        features = client.get("/v1/models/accounts").get_json()["features"]
+        names = [f["name"] for f in features]
+        answers = {
+            "seed": protocols.seed(client, "accounts", rows),
+            "v1 named": protocols.v1_named(client, "accounts", rows, names),
+            "v2": protocols.v2(client, "accounts", rows, features, with_proba=True),
+        }
+    classes = estimator.classes_.tolist()
+    for protocol, (predictions, proba) in answers.items():
+        assert predictions == expected, protocol
+        if isinstance(proba[0], dict):  # the seed route names each class
+            proba = [[row[c] for c in classes] for row in proba]
+        proba = np.asarray(proba, dtype=float).reshape(len(rows), len(classes))
+        assert np.allclose(proba, estimator.predict_proba(asked), atol=1e-6), protocol
+    assert list(S3ModelStore(uri, cache_dir=tmp_path / "c").version_dir("accounts", "1").iterdir())
