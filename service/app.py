@@ -51,7 +51,8 @@ def create_app(settings: Settings | None = None, *, load_models: bool = True) ->
     policy = AccessPolicy(
         ApiKeys.parse(settings.API_KEYS, settings.API_KEYS_FILE), settings.admin_token
     )
-    http.install(app, plane, policy)
+    http_metrics = http.HttpMetrics()
+    http.install(app, plane, policy, http_metrics)
 
     for name in PROTOCOLS:
         app.register_blueprint(importlib.import_module(f".protocols.{name}", __package__).bp)

@@ -22,7 +22,7 @@ import time
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
-from . import metrics
+from . import metrics, request_scope
 from .errors import ArtifactRejected, PredictorError
 
 if TYPE_CHECKING:
@@ -219,25 +219,21 @@ def _draw(name: str, state: CanaryState) -> float:
 
 
 def _api_key_id() -> str | None:
-    from flask import g, has_request_context
-
-    return g.get("api_key_id") if has_request_context() else None
+    scope = request_scope.current()
+    return scope.api_key_id if scope is not None else None
 
 
 # --- per-version request metrics -----------------------------------------------
 def note(model: LoadedModel, role: str) -> None:
     """Remember which version (and in which role) answers this request, for its metrics."""
-    from flask import g, has_request_context
+    scope = request_scope.current()
+    if scope is not None:
+        scope.served_by = (model.name, model.version, role)
 
-    if has_request_context():
-        g.served_by = (model.name, model.version, role)
 
-
-def record(status: int, started: float | None) -> None:
+def record(status: int, scope: request_scope.Scope) -> None:
     """Count the finished prediction request under the version that answered it."""
-    from flask import g
-
-    served = g.get("served_by")
+    served = scope.served_by
     if served is None:
         return
     # A 5xx, or a valid request the model itself could not predict (422), is the version's fault.
@@ -253,8 +249,7 @@ def record(status: int, started: float | None) -> None:
             metrics.VERSION_DURATION.labels(name, version, role),
         )
     bound[1 if failed else 0].inc()
-    if started is not None:
-        bound[2].observe(time.perf_counter() - started)
+    bound[2].observe(time.perf_counter() - scope.start)
 
 
 # (model, version, role) -> bound children of the per-version metrics.

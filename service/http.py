@@ -2,8 +2,9 @@
 protocol's own shape, request ids, metrics, and the access class each view declares.
 
 Transports (service/protocols/) decode a request with ``read_json`` / ``read_body``,
-call the data plane and encode with ``json_response``; whatever they raise is shaped
-here, once, by the protocol the path belongs to:
+call the data plane and encode with ``json_response`` (or, for the prediction routes the
+lean dispatch also answers, an ``Answer``); whatever they raise is shaped here, once, by
+the protocol the path belongs to:
 
 - ``/v2`` and below (Open Inference Protocol): ``{"error": "<message>"}``;
 - everything else (seed ``/predict``, V1, health, documents):
@@ -17,20 +18,22 @@ from __future__ import annotations
 
 import logging
 import time
-import uuid
 import zlib
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 from flask import Flask, Response, g, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+from werkzeug.wrappers import Request
 
-from . import canary, metrics
+from . import canary, metrics, request_scope
 from .auth import KEY_ID_HEADER, AccessPolicy, access_of
 from .core import Prediction
 from .dataplane import DataPlane
 from .errors import PredictorError, bad_input
+from .request_scope import Scope
 
 log = logging.getLogger("predictor.http")
 
@@ -43,22 +46,46 @@ def json_response(body: Any, status: int = 200, headers: dict[str, str] | None =
     return Response(orjson.dumps(body), status=status, headers=headers, mimetype=JSON)
 
 
+@dataclass(slots=True)
+class Answer:
+    """A response before either dispatch sends it: Flask's (``respond``) or the lean one."""
+
+    body: bytes
+    headers: dict[str, str] = field(default_factory=dict)
+    status: int = 200
+    mimetype: str = JSON
+
+
+def json_answer(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Answer:
+    return Answer(orjson.dumps(body), headers or {}, status)
+
+
+def respond(answer: Answer) -> Response:
+    """The Flask Response of an Answer (what a Flask view returns)."""
+    return Response(
+        answer.body, status=answer.status, headers=answer.headers or None, mimetype=answer.mimetype
+    )
+
+
 # --- reading bodies ----------------------------------------------------------
+# Each reader takes the request explicitly (``req``; Flask's current request when None):
+# the lean dispatch passes a plain werkzeug Request over the same environ.
 
 
-def read_body(max_bytes: int) -> bytes:
+def read_body(max_bytes: int, req: Request | None = None) -> bytes:
     """The raw request body, decompressed when sent gzip/deflate, never over ``max_bytes``
     (413): the limit holds for the body as sent and for what it inflates to."""
-    length = request.content_length
+    req = request if req is None else req
+    length = req.content_length
     if length is not None and length > max_bytes:
         raise body_too_large(length, max_bytes)
     try:
-        data = request.get_data(cache=False)
+        data = req.get_data(cache=False)
     except RequestEntityTooLarge:
         raise body_too_large(None, max_bytes) from None
     if len(data) > max_bytes:
         raise body_too_large(len(data), max_bytes)
-    return decompress(data, request.headers.get("Content-Encoding", ""), max_bytes)
+    return decompress(data, req.headers.get("Content-Encoding", ""), max_bytes)
 
 
 def decompress(data: bytes, encoding: str, max_bytes: int) -> bytes:
@@ -88,16 +115,17 @@ def decompress(data: bytes, encoding: str, max_bytes: int) -> bytes:
     return body
 
 
-def read_json(max_bytes: int) -> Any:
+def read_json(max_bytes: int, req: Request | None = None) -> Any:
     """The request body parsed as JSON, or a PredictorError saying exactly what is wrong."""
-    mimetype = request.mimetype
+    req = request if req is None else req
+    mimetype = req.mimetype
     if mimetype != JSON and not mimetype.endswith("+json"):
         raise PredictorError(
             415,
             "unsupported_media_type",
             f"expected Content-Type: application/json, got {mimetype or 'none'}",
         )
-    return parse_json(read_body(max_bytes))
+    return parse_json(read_body(max_bytes, req))
 
 
 def parse_json(data: bytes) -> Any:
@@ -133,13 +161,14 @@ def body_too_large(size: int | None, max_bytes: int) -> PredictorError:
     )
 
 
-def wants_probabilities(payload: Any) -> bool:
+def wants_probabilities(payload: Any, req: Request | None = None) -> bool:
     """``"probabilities": true`` in the body or ``?probabilities=true`` in the URL."""
     if isinstance(payload, dict) and payload.get("probabilities") is True:
         return True
-    if not request.query_string:  # the usual request: no query string to parse
+    req = request if req is None else req
+    if not req.query_string:  # the usual request: no query string to parse
         return False
-    return request.args.get("probabilities", "").lower() in {"1", "true", "yes"}
+    return req.args.get("probabilities", "").lower() in {"1", "true", "yes"}
 
 
 def prediction_headers(plane: DataPlane, result: Prediction) -> dict[str, str]:
@@ -190,31 +219,87 @@ def is_v2(path: str) -> bool:
     return shape_for(path) is v2_error
 
 
-def error_response(exc: PredictorError, headers: dict[str, str] | None = None) -> Response:
-    """The error in the shape of the protocol the request's path belongs to."""
-    body: Any = shape_for(request.path)(exc)
+def error_answer(exc: PredictorError, path: str, headers: dict[str, str] | None = None) -> Answer:
+    """The error in the shape of the protocol ``path`` belongs to."""
+    body: Any = shape_for(path)(exc)
     headers = dict(headers or {})
     if exc.status == 401:  # RFC 9110: a 401 says how to authenticate
         headers["WWW-Authenticate"] = 'Bearer realm="predictor"'
-    return json_response(body, exc.status, headers=headers or None)
+    return json_answer(body, exc.status, headers)
 
 
-def _from_http_exception(exc: HTTPException) -> tuple[PredictorError, dict[str, str]]:
+def error_response(exc: PredictorError, headers: dict[str, str] | None = None) -> Response:
+    """The error in the shape of the protocol the current request's path belongs to."""
+    return respond(error_answer(exc, request.path, headers))
+
+
+def from_http_exception(
+    exc: HTTPException, method: str, path: str
+) -> tuple[PredictorError, dict[str, str]]:
+    """werkzeug's HTTP error (404, 405, a body cut short...) as ours, with its headers."""
     code = (exc.name or "error").lower().replace(" ", "_")
     status = exc.code or 500
     if status == 404:
-        return PredictorError(404, code, f"no route for {request.method} {request.path}"), {}
+        return PredictorError(404, code, f"no route for {method} {path}"), {}
     if status == 405:
         allowed = ", ".join(sorted(getattr(exc, "valid_methods", None) or []))
-        message = f"{request.method} is not allowed on {request.path}; use {allowed}"
+        message = f"{method} is not allowed on {path}; use {allowed}"
         return PredictorError(405, code, message), {"Allow": allowed}  # RFC 9110
     return PredictorError(status, code, exc.description or exc.name), {}
+
+
+INTERNAL_ERROR = "internal error; see the service log"
+
+
+def edge_headers(scope: Scope | None) -> list[tuple[str, str]]:
+    """The headers every answer carries: its request id, nosniff and the API key's id."""
+    out = [
+        (REQUEST_ID, scope.request_id if scope is not None else ""),
+        ("X-Content-Type-Options", "nosniff"),
+    ]
+    if scope is not None and scope.api_key_id:
+        out.append((KEY_ID_HEADER, scope.api_key_id))
+    return out
+
+
+class HttpMetrics:
+    """Counts a finished request: HTTP and per-version metrics, and a log line for errors."""
+
+    def __init__(self) -> None:
+        # (route, method, status) -> bound children; bounded like the labels themselves.
+        self._bound: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+
+    def record(
+        self,
+        route: str,
+        method_label: str,
+        status: int,
+        scope: Scope | None,
+        method: str,
+        path: str,
+    ) -> None:
+        key = (route, method_label, status)
+        bound = self._bound.get(key)
+        if bound is None:  # .labels() per request is not free: bind once per series
+            labels = (route, method_label, str(status))
+            bound = self._bound[key] = (
+                metrics.HTTP_DURATION.labels(*labels),
+                metrics.HTTP_REQUESTS.labels(*labels),
+            )
+        if scope is not None:
+            bound[0].observe(time.perf_counter() - scope.start)
+        bound[1].inc()
+        if scope is not None:
+            canary.record(status, scope)  # per-version metrics (current vs canary)
+        if status >= 400:
+            request_id = scope.request_id if scope is not None else ""
+            log.info("%s %s -> %s (request id %s)", method, path, status, request_id)
 
 
 # --- the app's hooks ------------------------------------------------------------
 
 
-def install(app: Flask, plane: DataPlane, policy: AccessPolicy) -> None:
+def install(app: Flask, plane: DataPlane, policy: AccessPolicy, http_metrics: HttpMetrics) -> None:
     """Error handlers and per-request hooks (request id, access, metrics) for the app."""
     max_bytes = plane.settings.MAX_BODY_BYTES
 
@@ -228,29 +313,25 @@ def install(app: Flask, plane: DataPlane, policy: AccessPolicy) -> None:
 
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException) -> Response:
-        error, headers = _from_http_exception(exc)
+        error, headers = from_http_exception(exc, request.method, request.path)
         return error_response(error, headers)
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception) -> Response:
-        log.exception("unhandled error (request id %s)", g.get("request_id"))
-        return error_response(
-            PredictorError(500, "internal_error", "internal error; see the service log")
-        )
+        scope = request_scope.current()
+        log.exception("unhandled error (request id %s)", scope.request_id if scope else None)
+        return error_response(PredictorError(500, "internal_error", INTERNAL_ERROR))
 
     @app.before_request
     def _start() -> None:
-        g.start = time.perf_counter()
-        g.request_id = request.headers.get(REQUEST_ID) or uuid.uuid4().hex
+        scope, g.scope_token = request_scope.begin(request.headers.get(REQUEST_ID))
         metrics.INFLIGHT.inc()
         view = app.view_functions.get(request.endpoint) if request.endpoint else None
         if view is not None and request.method != "OPTIONS":
-            g.api_key_id = policy.check(access_of(view), request.headers)
+            scope.api_key_id = policy.check(access_of(view), request.headers)
         plane.catch_up()
 
     known_methods: set[str] = set()  # filled on first use: blueprints register after install
-    # (route, method, status) -> bound children; bounded like the labels themselves.
-    http_metrics: dict[tuple[str, str, int], tuple[Any, Any]] = {}
 
     def method_label() -> str:
         """The request's method when a route allows it, else "other": metrics stay bounded."""
@@ -260,34 +341,18 @@ def install(app: Flask, plane: DataPlane, policy: AccessPolicy) -> None:
 
     @app.after_request
     def _finish(response: Response) -> Response:
-        response.headers[REQUEST_ID] = g.get("request_id", "")
-        response.headers["X-Content-Type-Options"] = "nosniff"
-        key_id = g.get("api_key_id")
-        if key_id:
-            response.headers[KEY_ID_HEADER] = key_id
+        scope = request_scope.current()
+        for name, value in edge_headers(scope):
+            response.headers[name] = value
         rule = request.url_rule
-        key = (rule.rule if rule is not None else "unmatched", method_label(),
-               response.status_code)  # fmt: skip
-        bound = http_metrics.get(key)
-        if bound is None:  # .labels() per request is not free: bind once per series
-            labels = (key[0], key[1], str(key[2]))
-            bound = http_metrics[key] = (
-                metrics.HTTP_DURATION.labels(*labels),
-                metrics.HTTP_REQUESTS.labels(*labels),
-            )
-        start = g.get("start")
-        if start is not None:
-            bound[0].observe(time.perf_counter() - start)
-        bound[1].inc()
-        canary.record(response.status_code, start)  # per-version metrics (current vs canary)
-        if response.status_code >= 400:
-            log.info(
-                "%s %s -> %s (request id %s)",
-                request.method, request.path, response.status_code, g.get("request_id"),
-            )  # fmt: skip
+        route = rule.rule if rule is not None else "unmatched"
+        status = response.status_code
+        http_metrics.record(route, method_label(), status, scope, request.method, request.path)
         return response
 
     @app.teardown_request
     def _done(_exc: BaseException | None) -> None:
-        if g.get("start") is not None:
+        token = g.pop("scope_token", None)
+        if token is not None:
             metrics.INFLIGHT.dec()
+            request_scope.end(token)

@@ -3,9 +3,19 @@
 from __future__ import annotations
 
 from flask import Blueprint, Response
+from werkzeug.wrappers import Request
 
 from .. import auth
-from ..http import json_response, prediction_headers, read_json, wants_probabilities
+from ..dataplane import DataPlane
+from ..http import (
+    Answer,
+    json_answer,
+    json_response,
+    prediction_headers,
+    read_json,
+    respond,
+    wants_probabilities,
+)
 from ..state import plane
 from ..validation import rows_from_instances
 from . import schemas
@@ -40,23 +50,23 @@ def model_metadata(name: str) -> Response:
 @auth.api_key
 @operation("Predict (V1)", "v1", **PREDICT)
 def predict(name: str) -> Response:
-    return _predict(name, None)
+    return respond(answer_predict(plane(), None, name, None))
 
 
 @bp.post("/v1/models/<name>/versions/<version>:predict")
 @auth.api_key
 @operation("Predict with a version (V1)", "v1", **PREDICT)
 def predict_version(name: str, version: str) -> Response:
-    return _predict(name, version)
+    return respond(answer_predict(plane(), None, name, version))
 
 
-def _predict(name: str, version: str | None) -> Response:
-    dp = plane()
+def answer_predict(dp: DataPlane, req: Request | None, name: str, version: str | None) -> Answer:
+    """V1's answer (also what the lean dispatch calls, with its own request)."""
     model = dp.model(name, version)
-    payload = read_json(dp.settings.MAX_BODY_BYTES)
+    payload = read_json(dp.settings.MAX_BODY_BYTES, req)
     rows = rows_from_instances(payload, model.manifest.features, dp.settings.MAX_ROWS)
-    result = dp.predict(model, rows, wants_probabilities(payload))
+    result = dp.predict(model, rows, wants_probabilities(payload, req))
     body = {"predictions": result.values, "model": model.name, "version": model.version}
     if result.proba is not None:
         body["probabilities"] = result.proba_by_label()
-    return json_response(body, headers=prediction_headers(dp, result))
+    return json_answer(body, headers=prediction_headers(dp, result))

@@ -16,15 +16,16 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
-from flask import Blueprint, Response, current_app, request
+from flask import Blueprint, Flask, Response, current_app, request
+from werkzeug.wrappers import Request
 
 from .. import auth
 from ..dataplane import DataPlane, ModelReadiness
 from ..errors import bad_input
 from ..explain.plane import explanations
-from ..http import json_response, prediction_headers, read_body
+from ..http import Answer, json_response, prediction_headers, read_body, respond
 from ..manifest import Manifest
-from ..state import plane
+from ..state import plane, state
 from ..statistics import Duration, ModelStatistics
 from . import schemas, v2_plane
 from .openapi import BODY_ERRORS, INFER_HEADER, JSON, operation
@@ -159,14 +160,14 @@ def model_version_statistics(name: str, version: str) -> Response:
 @auth.api_key
 @operation("Infer (V2)", "v2", **INFER)
 def infer(name: str) -> Response:
-    return _infer(name, None)
+    return respond(answer_infer(current_app, None, name, None))
 
 
 @bp.post("/v2/models/<name>/versions/<version>/infer")
 @auth.api_key
 @operation("Infer with a version (V2)", "v2", **INFER)
 def infer_version(name: str, version: str) -> Response:
-    return _infer(name, version)
+    return respond(answer_infer(current_app, None, name, version))
 
 
 # --- encoding ----------------------------------------------------------------
@@ -248,32 +249,32 @@ _TRITON_TYPE = {
 }
 
 
-def _infer(name: str, version: str | None) -> Response:
-    dp = plane()
+def answer_infer(app: Flask, req: Request | None, name: str, version: str | None) -> Answer:
+    """V2 infer's answer (also what the lean dispatch calls, with its own request)."""
+    dp = state(app)
     model = dp.model(name, version)
-    body = read_body(dp.settings.MAX_BODY_BYTES)
+    body = read_body(dp.settings.MAX_BODY_BYTES, req)
     if not body:
         raise bad_input("invalid_json", "request body is empty: send a V2 inference request")
-    req = decode_request(body, request.headers.get(HEADER_LENGTH))
-    result = v2_plane.infer(dp, explanations(current_app), model, req.inputs, req.outputs)
+    headers_in = (request if req is None else req).headers
+    req_v2 = decode_request(body, headers_in.get(HEADER_LENGTH))
+    result = v2_plane.infer(dp, explanations(app), model, req_v2.inputs, req_v2.outputs)
 
     outputs, blobs = [], []
     for out in result.outputs:
-        binary = req.binary_output if out.requested.binary is None else out.requested.binary
+        binary = req_v2.binary_output if out.requested.binary is None else out.requested.binary
         tensor, blob = encode_output(out.name, out.datatype, out.array, binary)
         outputs.append(tensor)
         if blob is not None:
             blobs.append(blob)
 
     answer: dict[str, Any] = {"model_name": model.name, "model_version": model.version}
-    if req.id is not None:
-        answer["id"] = req.id
+    if req_v2.id is not None:
+        answer["id"] = req_v2.id
     answer["outputs"] = outputs
     headers = prediction_headers(dp, result.prediction)
     if not blobs:
-        return json_response(answer, headers=headers)
+        return Answer(orjson.dumps(answer), headers)
     header = orjson.dumps(answer)
     headers[HEADER_LENGTH] = str(len(header))
-    return Response(
-        b"".join([header, *blobs]), headers=headers, mimetype="application/octet-stream"
-    )
+    return Answer(b"".join([header, *blobs]), headers, mimetype="application/octet-stream")
