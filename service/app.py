@@ -12,6 +12,7 @@ from .auth import AccessPolicy, ApiKeys, check_declared
 from .cache import cache_from_settings
 from .core import PredictionCore
 from .dataplane import DataPlane
+from .lean_dispatch import LeanDispatch
 from .models.registry import ModelRegistry
 from .repository_sync import RepositorySync, shared_state_path
 from .settings import Settings
@@ -57,4 +58,6 @@ def create_app(settings: Settings | None = None, *, load_models: bool = True) ->
     for name in PROTOCOLS:
         app.register_blueprint(importlib.import_module(f".protocols.{name}", __package__).bp)
     check_declared(app.view_functions)  # every route says who may call it
+    if settings.LEAN_DISPATCH:  # the prediction routes without Flask's request machinery
+        app.wsgi_app = LeanDispatch(app, plane, policy, http_metrics)  # type: ignore[method-assign]
     return app

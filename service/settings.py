@@ -176,6 +176,12 @@ class Settings(BaseSettings):
     BIND: str = Field("127.0.0.1:8000", description="Address gunicorn listens on.")
     WORKERS: int | None = Field(None, ge=1, description="Gunicorn workers; default = CPU count.")
     THREADS: int = Field(1, ge=1, description="Threads per worker (gthread when above 1).")
+    LEAN_DISPATCH: bool = Field(
+        True,
+        description="Answer POST /predict, V1 predict and V2 infer without Flask's request "
+        "machinery (same answers, headers, errors and metrics; ~250 µs less CPU per "
+        "request in process). false = every route through Flask.",
+    )
     EXPLAIN_NICE: int = Field(
         10,
         ge=0,
