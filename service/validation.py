@@ -8,6 +8,7 @@ object array.
 
 from __future__ import annotations
 
+from itertools import chain
 from typing import Any
 
 import numpy as np
@@ -16,6 +17,7 @@ from .errors import bad_input, too_large
 from .manifest import Feature
 
 _NUMERIC = {"float", "int", "bool"}
+_PLAIN_NUMBERS = {float, int}
 
 
 def describe_schema(features: list[Feature]) -> str:
@@ -63,6 +65,8 @@ def validate_rows(
         )
     check_row_count(len(rows), max_rows)
     n = len(features)
+    if set(map(type, rows)) == {list} and set(map(len, rows)) == {n}:
+        return _typed_array(rows, features)  # the usual batch: lists of the right length
     ordered: list[list[Any]] = []
     lengths: dict[int, int] = {}
     for i, row in enumerate(rows):
@@ -91,9 +95,13 @@ def validate_rows(
             "wrong_feature_count",
             f"expected {describe_schema(features)}, got {length} value{'s' * (length != 1)}",
         )
+    return _typed_array(ordered, features)
+
+
+def _typed_array(rows: list[list[Any]], features: list[Feature]) -> np.ndarray:
     if all(f.type in _NUMERIC for f in features):
-        return _numeric_array(ordered, features)
-    return _mixed_array(ordered, features)
+        return _numeric_array(rows, features)
+    return _mixed_array(rows, features)
 
 
 def check_row_count(count: int, max_rows: int) -> None:
@@ -142,7 +150,7 @@ def _row_from_object(i: int, row: dict[str, Any], features: list[Feature]) -> li
 
 def _numeric_array(rows: list[list[Any]], features: list[Feature]) -> np.ndarray:
     # Fast path: plain numbers only (bool is an int subclass, so check the exact type).
-    if not all(type(v) is float or type(v) is int for row in rows for v in row):
+    if not set(map(type, chain.from_iterable(rows))) <= _PLAIN_NUMBERS:
         _explain_numeric(rows, features)  # raises unless the odd values are allowed there
         # null is a missing value (NaN) in a nullable column; _explain_numeric refused the rest.
         rows = [[np.nan if v is None else v for v in row] for row in rows]
