@@ -9,8 +9,10 @@ route calls them, each in a loop (median of 7 loops), in a process set up like a
 gunicorn worker (prometheus-client in multiprocess mode, the shipped runtime, the
 per-worker LRU in front of the cache), as CPU time of the thread (wall time on a
 shared machine counts other people's work). ``whole app`` is one WSGI call of the Flask
-app (no socket); ``bare Flask`` is a Flask app with one route answering constant
-bytes: the framework's own request context, routing and Response. What a worker
+app (no socket), as shipped (the seed route answered by the lean dispatch,
+service/lean_dispatch.py) and with every route through Flask; ``bare Flask`` is a
+Flask app with one route answering constant bytes: the framework's own request
+context, routing and Response. What a worker
 spends beyond ``whole app`` per request (measured from /proc under load by
 profile_service.py) is gunicorn: accept, parse, send, close.
 """
@@ -83,6 +85,11 @@ def breakdown(store: Path, model_name: str = "iris", repeat: int = 2000) -> list
     from service.validation import rows_from_seed
 
     app = create_app(Settings(MODEL_STORE=store, DEFAULT_MODEL=model_name, LOG_LEVEL="warning"))
+    flask_only = create_app(
+        Settings(
+            MODEL_STORE=store, DEFAULT_MODEL=model_name, LOG_LEVEL="warning", LEAN_DISPATCH=False
+        )
+    )
     dp = app.extensions[EXTENSION]
     model = dp.model(model_name)
     features = model.manifest.features
@@ -109,6 +116,10 @@ def breakdown(store: Path, model_name: str = "iris", repeat: int = 2000) -> list
     labels = ("/predict", "POST", "200")
     steps: list[tuple[str, Callable[[], object]]] = [
         ("whole app: one WSGI call of the Flask app, seed route, a fresh row", call_app(app)),
+        (
+            "whole app, every route through Flask (PREDICTOR_LEAN_DISPATCH=false)",
+            call_app(flask_only),
+        ),  # fmt: skip
         ("bare Flask: request context, routing, Response (constant body)", call_app(bare)),
         ("JSON decode (orjson.loads of the body)", lambda: orjson.loads(body)),
         (
