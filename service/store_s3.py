@@ -102,6 +102,8 @@ class S3ModelStore:
         self.root = self.uri  # what messages name as "the model store"
         self.cache_dir = Path(cache_dir) if cache_dir else default_cache_dir(self.uri)
         self._client = client
+        self._owns_client = client is None
+        self._client_pid = os.getpid()
         self._client_lock = threading.Lock()
         self._seen: dict[str, tuple[float, Any]] = {}  # read key -> (when, last good answer)
         self._etags: dict[str, tuple[str, bytes]] = {}  # object key -> (etag, body)
@@ -110,10 +112,17 @@ class S3ModelStore:
 
     @property
     def client(self) -> Any:
-        if self._client is None:
+        """This process's boto3 client. A gunicorn worker is forked from a master that
+        preloaded the store: the client it inherits holds the master's pooled keep-alive
+        connections, and two processes reading answers off one socket get each other's
+        (a canary read answered with a manifest, a listing with a 304). After a fork the
+        inherited client is left alone (not closed: its sockets are the master's too) and
+        a new one is made."""
+        if self._client is None or (self._owns_client and self._client_pid != os.getpid()):
             with self._client_lock:
-                if self._client is None:
+                if self._client is None or (self._owns_client and self._client_pid != os.getpid()):
                     self._client = s3_client()
+                    self._client_pid = os.getpid()
         return self._client
 
     def __repr__(self) -> str:

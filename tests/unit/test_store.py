@@ -120,3 +120,30 @@ def test_both_stores_answer_every_call_of_the_store_interface():
             assert callable(method), f"{cls.__name__} has no {name}()"
             expected = list(inspect.signature(getattr(Store, name)).parameters)
             assert list(inspect.signature(method).parameters) == expected, (cls, name)
+
+
+def test_a_forked_worker_makes_its_own_s3_client(monkeypatch):
+    """A gunicorn worker forked from the master that preloaded the store must not read
+    answers off the master's pooled S3 connections (they crossed between workers)."""
+    import os
+
+    from service.store_s3 import S3ModelStore
+
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    store = S3ModelStore("s3://bucket/models")
+    parent = store.client
+    assert store.client is parent  # one per process
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: say whether it got a new client, and leave at once
+        try:
+            fresh = store.client is not parent and store.client is store.client
+            os.write(write, b"new" if fresh else b"inherited")
+        finally:
+            os._exit(0)
+    os.close(write)
+    os.waitpid(pid, 0)
+    assert os.read(read, 16) == b"new"
+    assert store.client is parent  # the master keeps its own
+    injected = S3ModelStore("s3://bucket/models", client=parent)
+    assert injected.client is parent  # a client passed in is the caller's to manage
