@@ -522,6 +522,10 @@ class RedisServer(ManagedProcess):
         return self.start(timeout)
 
 
+# Written, read back and deleted by SeaweedFS.start: outside any store's prefix.
+READY_PROBE = ".stack-ready-probe"
+
+
 class SeaweedFS(ManagedProcess):
     """A throwaway SeaweedFS (``weed server``) answering the S3 API on 127.0.0.1.
 
@@ -618,7 +622,13 @@ class SeaweedFS(ManagedProcess):
             except client.exceptions.BucketAlreadyExists:
                 pass
             client.list_objects_v2(Bucket=bucket, MaxKeys=1)
-            return True
+            # Listing needs only the filer; reading an object needs the volume server
+            # registered with the master, which after a restart comes seconds later (reads
+            # fail with InternalError until then). Ready means a written object reads back.
+            client.put_object(Bucket=bucket, Key=READY_PROBE, Body=b"ok")
+            ok = client.get_object(Bucket=bucket, Key=READY_PROBE)["Body"].read() == b"ok"
+            client.delete_object(Bucket=bucket, Key=READY_PROBE)
+            return ok
         except Exception:
             return False
 
