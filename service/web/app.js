@@ -5,6 +5,11 @@
 
 const $ = (id) => document.getElementById(id);
 let current = null; // the described model
+// Each describe() takes a ticket; only the latest one's answer is shown. The first
+// describe (the default model) and a pick made while it is on its way can answer in
+// either order: a late answer must neither show the model no longer chosen nor
+// re-render the form over what the user has typed since.
+let describing = 0;
 
 function el(tag, attrs = {}, ...children) {
   const node = document.createElement(tag);
@@ -103,8 +108,10 @@ async function loadModels() {
 }
 
 async function describe(name) {
+  const ticket = ++describing;
   show($("model-error"), "");
   const result = await getJSON(`/v1/models/${encodeURIComponent(name)}`);
+  if (ticket !== describing) return; // a later choice is on its way
   if (!result.ok) {
     show($("model-error"), `Could not describe ${name}: ${errorMessage(result)}`);
     return;

@@ -220,3 +220,35 @@ def test_security_headers(server):
     page = requests.get(server.url + "/", timeout=10).text
     assert "http://" not in page and "https://" not in page  # nothing from another origin
     assert "<script>" not in page and "style=" not in page  # nothing inline for the CSP to block
+
+
+def test_a_late_answer_never_replaces_the_model_chosen_since(browser_context, server):
+    """The page describes the default model at load; a user who picks another model and
+    starts typing before that answer arrives keeps the model picked and what was typed."""
+    page = browser_context.new_page()
+    page.set_default_timeout(10_000)
+    held = []
+
+    def hold_the_first_describe(route) -> None:  # noqa: ANN001 - playwright's Route
+        if not held:
+            held.append(route)  # answered only once the user has chosen again
+        else:
+            route.continue_()
+
+    page.route("**/v1/models/*", hold_the_first_describe)
+    try:
+        page.goto(f"{server.url}/")
+        expect(page.locator("#model-select option")).to_have_count(3)
+        assert held and held[0].request.url.endswith("/v1/models/iris")
+        page.select_option("#model-select", "iris-rf")
+        expect(page.locator("#model-estimator")).to_contain_text("RandomForest")
+        _field(page, "sepal length (cm)").fill("5.1")
+        with page.expect_response("**/v1/models/iris"):
+            held[0].continue_()
+        # Let the page handle that answer (parse it, and render if it were to).
+        page.evaluate("() => new Promise((r) => requestAnimationFrame(() => setTimeout(r, 100)))")
+        expect(page.locator("#model-estimator")).to_contain_text("RandomForest")
+        assert page.locator("#model-select").input_value() == "iris-rf"
+        expect(_field(page, "sepal length (cm)")).to_have_value("5.1")
+    finally:
+        page.close()
