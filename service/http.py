@@ -286,10 +286,9 @@ class HttpMetrics:
                 metrics.HTTP_DURATION.labels(*labels),
                 metrics.HTTP_REQUESTS.labels(*labels),
             )
-        if scope is not None:
-            bound[0].observe(time.perf_counter() - scope.start)
         bound[1].inc()
         if scope is not None:
+            bound[0].observe(time.perf_counter() - scope.start)
             canary.record(status, scope)  # per-version metrics (current vs canary)
         if status >= 400:
             request_id = scope.request_id if scope is not None else ""

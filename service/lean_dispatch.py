@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable
+from functools import partial
 
 from flask import Flask
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
@@ -55,14 +56,23 @@ log = logging.getLogger("predictor.http")
 WSGIApp = Callable[[dict, Callable], Iterable[bytes]]
 # (route template, answer) for a matched path; the answer gets the request.
 Route = tuple[str, Callable[[Request], Answer]]
+# The routes that name a model: path prefix and suffix around ``name`` or
+# ``name/versions/version``, the Flask templates of both forms, and the answer.
+NamedAnswer = Callable[[Flask, DataPlane, str, str | None, Request], Answer]
+NAMED_ROUTES: tuple[tuple[str, str, str, str, NamedAnswer], ...] = (
+    (
+        "/v1/models/", ":predict",
+        "/v1/models/<name>:predict", "/v1/models/<name>/versions/<version>:predict",
+        lambda app, dp, name, version, req: v1.answer_predict(dp, req, name, version),
+    ),
+    (
+        "/v2/models/", "/infer",
+        "/v2/models/<name>/infer", "/v2/models/<name>/versions/<version>/infer",
+        lambda app, dp, name, version, req: v2.answer_infer(app, req, name, version),
+    ),
+)  # fmt: skip
 # The Flask route templates answered here (each must be a POST route of the app).
-TEMPLATES = (
-    "/predict",
-    "/v1/models/<name>:predict",
-    "/v1/models/<name>/versions/<version>:predict",
-    "/v2/models/<name>/infer",
-    "/v2/models/<name>/versions/<version>/infer",
-)
+TEMPLATES = ("/predict", *(t for route in NAMED_ROUTES for t in route[2:4]))
 
 
 def _status_line(status: int) -> str:
@@ -112,26 +122,14 @@ class LeanDispatch:
         dp, app = self.plane, self.app
         if path == "/predict":
             return "/predict", lambda req: seed.answer_predict(dp, req)
-        if path.startswith("/v1/models/") and path.endswith(":predict"):
-            found = _segments(path[len("/v1/models/") : -len(":predict")])
-            if found is not None:
+        for prefix, suffix, unversioned, versioned, answer in NAMED_ROUTES:
+            if path.startswith(prefix) and path.endswith(suffix):
+                found = _segments(path[len(prefix) : -len(suffix)])
+                if found is None:
+                    return None
                 name, version = found
-                template = (
-                    "/v1/models/<name>:predict"
-                    if version is None
-                    else "/v1/models/<name>/versions/<version>:predict"
-                )
-                return template, lambda req: v1.answer_predict(dp, req, name, version)
-        elif path.startswith("/v2/models/") and path.endswith("/infer"):
-            found = _segments(path[len("/v2/models/") : -len("/infer")])
-            if found is not None:
-                name, version = found
-                template = (
-                    "/v2/models/<name>/infer"
-                    if version is None
-                    else "/v2/models/<name>/versions/<version>/infer"
-                )
-                return template, lambda req: v2.answer_infer(app, req, name, version)
+                template = unversioned if version is None else versioned
+                return template, partial(answer, app, dp, name, version)
         return None
 
     def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:

@@ -269,3 +269,9 @@ def resign(directory: Path, key: bytes | None = None) -> None:
     manifest.files = version_files(directory)
     manifest.signature = sign(key or TEST_SIGNING_KEY, manifest.signed_fields())
     manifest.write(directory)
+
+
+def binary_request(payload: dict, blobs: list[bytes]) -> tuple[bytes, dict[str, str]]:
+    """A V2 binary-extension body (JSON header, then the raw tensors) and its header."""
+    header = json.dumps(payload, separators=(",", ":")).encode()
+    return header + b"".join(blobs), {"Inference-Header-Content-Length": str(len(header))}

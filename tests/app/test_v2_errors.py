@@ -11,7 +11,7 @@ import pytest
 
 from service.app import create_app
 from service.settings import Settings
-from tests.helpers import IRIS_FEATURES, IRIS_ROW
+from tests.helpers import IRIS_FEATURES, IRIS_ROW, binary_request
 
 INFER = "/v2/models/iris/infer"
 
@@ -36,11 +36,6 @@ def per_feature(values, datatype="FP64"):
             for n, v in zip(IRIS_FEATURES, values, strict=True)
         ]
     }
-
-
-def binary_request(payload: dict, blobs: list[bytes]) -> tuple[bytes, dict[str, str]]:
-    header = orjson.dumps(payload)
-    return header + b"".join(blobs), {"Inference-Header-Content-Length": str(len(header))}
 
 
 # (case id, url, body (dict -> JSON, bytes -> raw), extra headers, status, words in the message)
